@@ -1,0 +1,147 @@
+//! What moves on an edge ([`Frame`]) and what travels beside it ([`Control`]).
+//!
+//! A [`Frame`] borrows its payload: inside a fused task a stage hands the next stage a slice of
+//! its own buffer, so a 20 ms chunk crosses decode → resample → vad without a copy or an
+//! allocation. Rings copy audio into preallocated storage and keep text and events as
+//! [`OwnedFrame`]s. The end of a stream is not a frame value: a ring reports it as the end of
+//! its items and the runner calls [`crate::stage::Stage::finish`].
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One item on an edge, borrowed for the duration of a `process` call.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    /// Decoded mono PCM16 samples.
+    Audio(AudioChunk<'a>),
+    /// Encoded audio bytes (one whole packet on framed encodings such as Opus).
+    Packet(Packet<'a>),
+    /// A transcript segment.
+    Text(&'a TextChunk),
+    /// A fact about the stream.
+    Event(&'a Event),
+}
+
+/// A run of decoded samples.
+#[derive(Debug, Clone, Copy)]
+pub struct AudioChunk<'a> {
+    /// Position of the first sample since the stream started, derived from sample counts.
+    pub pts: Duration,
+    /// Mono PCM16 samples.
+    pub samples: &'a [i16],
+}
+
+/// A run of encoded bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+/// Who said it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Speaker {
+    /// The person on the phone.
+    Caller,
+    /// The voice agent.
+    Bot,
+}
+
+/// A transcript segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextChunk {
+    /// Where the segment starts in the call.
+    pub pts: Duration,
+    /// The words.
+    pub text: String,
+    /// `false` for a partial hypothesis that a later chunk replaces.
+    pub is_final: bool,
+    /// Who spoke.
+    pub speaker: Speaker,
+}
+
+/// Past-tense facts about a stream. Timestamps are stream positions derived from sample counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Speech began at `at` (reported once it has lasted the VAD's `start_ms`).
+    SpeechStarted {
+        /// Onset of the speech.
+        at: Duration,
+    },
+    /// The current speech has lasted `min_barge_in_ms`: long enough to interrupt the bot, so
+    /// it is not a backchannel such as "haan" or "hmm".
+    SpeechConfirmed {
+        /// Onset of the speech.
+        at: Duration,
+    },
+    /// Speech ended at `at` (reported once silence has lasted the VAD's `stop_ms`).
+    SpeechStopped {
+        /// Offset of the speech.
+        at: Duration,
+        /// How long the speech lasted.
+        speech: Duration,
+    },
+    /// The caller pressed a key.
+    Dtmf {
+        /// `0`-`9`, `*` or `#`.
+        digit: char,
+    },
+}
+
+/// An owned frame, as kept in a ring or captured by a test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnedFrame {
+    /// Decoded samples.
+    Audio {
+        /// Position of the first sample.
+        pts: Duration,
+        /// The samples.
+        samples: Vec<i16>,
+    },
+    /// Encoded bytes.
+    Packet(Vec<u8>),
+    /// A transcript segment.
+    Text(TextChunk),
+    /// A fact about the stream.
+    Event(Event),
+}
+
+impl OwnedFrame {
+    /// Copies a borrowed frame.
+    pub fn from_frame(frame: Frame<'_>) -> OwnedFrame {
+        match frame {
+            Frame::Audio(a) => OwnedFrame::Audio {
+                pts: a.pts,
+                samples: a.samples.to_vec(),
+            },
+            Frame::Packet(p) => OwnedFrame::Packet(p.bytes.to_vec()),
+            Frame::Text(t) => OwnedFrame::Text(t.clone()),
+            Frame::Event(e) => OwnedFrame::Event(e.clone()),
+        }
+    }
+
+    /// Borrows it back as a frame.
+    pub fn as_frame(&self) -> Frame<'_> {
+        match self {
+            OwnedFrame::Audio { pts, samples } => Frame::Audio(AudioChunk { pts: *pts, samples }),
+            OwnedFrame::Packet(bytes) => Frame::Packet(Packet { bytes }),
+            OwnedFrame::Text(t) => Frame::Text(t),
+            OwnedFrame::Event(e) => Frame::Event(e),
+        }
+    }
+}
+
+/// Out-of-band messages addressed to a stage. They travel on the pipeline's control lane and
+/// are handled before any queued frame (pipecat's `SystemFrame`), never queued behind audio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// The caller barged in: drop what is queued for playback, cancel what is being generated.
+    Interrupt,
+    /// Speak this text to the caller (agent results, prompts for a missing slot).
+    Say(String),
+    /// End the call after what is queued has played.
+    Hangup,
+}

@@ -1,0 +1,20 @@
+//! Caly: a real-time voice-agent engine. Each phone call runs as a stream graph defined in TOML.
+//!
+//! The crate map, one line per module:
+
+pub mod codec; // G.711 tables and Opus (pure-Rust by default, system libopus behind `libopus`)
+pub mod format; // what an edge carries (formats, caps) and sample/duration arithmetic
+pub mod frame; // Frame (what moves on an edge), Event, Control (the out-of-band lane)
+pub mod graph; // Graph::compile: inputs, cycles, formats per edge, fusion into tasks, rings
+pub mod pipeline; // Pipeline: one running call (tasks, supervisor, bus, control lane)
+pub mod registry; // StageKind, Registry, and the compliance tests every kind gets
+pub mod replay; // `caly replay`: a WAV or an Exotel capture offline through a pipeline
+pub mod ring; // Ring: bounded lock-free SPSC queue with block / drop_oldest / drop_newest
+pub mod spec; // PipelineSpec: the TOML file parsed, with file:line for every problem
+pub mod stage; // Stage, TaskStage, Output, and the errors of each phase
+pub mod stages; // every built-in stage kind: the `stages!` list
+pub mod telephony; // provider wire formats (Exotel AgentStream)
+pub mod testing; // signal generators, WAV I/O, a single-stage Harness
+
+pub mod app; // `caly serve`: build, run and shut down the HTTP server
+pub mod settings; // process settings from flags and environment

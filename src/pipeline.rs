@@ -1,0 +1,939 @@
+//! `Pipeline`: one running call, built from a shared [`Graph`].
+//!
+//! Each task of the graph becomes a tokio task: a fused group of synchronous stages driven by
+//! its inlet, or a single [`TaskStage`]. A supervisor owns them all; dropping the `Pipeline`
+//! aborts the supervisor, which aborts every task, so nothing outlives its call. A stage that
+//! fails or panics ends its own call only: the supervisor aborts the other tasks of that call,
+//! publishes the failure on the bus and reports it from [`Pipeline::finished`].
+//!
+//! The control lane is a small bounded channel per task, polled before any queued frame.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::format::{AudioFormat, Format};
+use crate::frame::{AudioChunk, Control, Event, Frame, Packet, TextChunk};
+use crate::graph::{Graph, RingPlan};
+use crate::ring::{Item, Mark, RingCounts, RingReader, RingWriter, ring};
+use crate::stage::{
+    BuildCtx, BuildError, Disposition, Node, NodeCounts, NodeCtx, NodeStats, Panicked, Route,
+    Runnable, StageError, TaskIo, TaskOutput, TaskStage, dispatch,
+};
+
+/// Control messages one task can have queued.
+const CONTROL_CAPACITY: usize = 32;
+/// Bus events a slow subscriber may fall behind by before it misses some.
+const BUS_CAPACITY: usize = 1024;
+
+/// How a pipeline is started.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineOptions {
+    /// The call this pipeline serves (for logs).
+    pub call_id: Option<Arc<str>>,
+    /// Time every stage call (for `caly replay`'s per-stage cost).
+    pub profile: bool,
+}
+
+/// Something that happened inside a call, for whoever listens (transport, store, replay).
+#[derive(Debug, Clone, Serialize)]
+pub struct BusEvent {
+    /// The stage it came from.
+    pub stage: Arc<str>,
+    /// What happened.
+    pub kind: BusKind,
+}
+
+/// What a [`BusEvent`] reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BusKind {
+    /// A stream event (VAD decisions, DTMF).
+    Event(Event),
+    /// A transcript segment.
+    Text(TextChunk),
+    /// A stage ended the stream cleanly; the call should end.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+    /// A test sink consumed its `frames`-th frame (benches time a frame's trip with it).
+    Consumed {
+        /// Frames consumed so far.
+        frames: u64,
+    },
+    /// A stage failed; the call has been ended.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The per-call event stream out of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<BusEvent>,
+}
+
+impl Bus {
+    /// A new bus with no subscribers yet.
+    pub fn new() -> Bus {
+        Bus {
+            tx: broadcast::channel(BUS_CAPACITY).0,
+        }
+    }
+
+    /// Publishes an event; without subscribers it goes nowhere.
+    pub fn publish(&self, event: BusEvent) {
+        let _ = self.tx.send(event);
+    }
+
+    /// Subscribes to events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.tx.subscribe()
+    }
+}
+
+/// The producing end of one edge, typed by the edge's format.
+pub enum EdgeWriter {
+    /// Decoded audio.
+    Samples(RingWriter<i16>),
+    /// Encoded audio.
+    Bytes(RingWriter<u8>),
+    /// Text or events.
+    Frames(RingWriter<u8>),
+}
+
+impl EdgeWriter {
+    fn mark(frame: Frame<'_>) -> Option<Mark> {
+        match frame {
+            Frame::Text(t) => Some(Mark::Text(t.clone())),
+            Frame::Event(e) => Some(Mark::Event(e.clone())),
+            Frame::Audio(_) | Frame::Packet(_) => None,
+        }
+    }
+
+    /// Offers a frame without waiting (the ring's policy applies).
+    pub fn push_frame(&mut self, frame: Frame<'_>) {
+        match (self, frame) {
+            (EdgeWriter::Samples(w), Frame::Audio(a)) => w.push_data(a.samples),
+            (EdgeWriter::Bytes(w), Frame::Packet(p)) => w.push_data(p.bytes),
+            (EdgeWriter::Samples(w), f) => push_mark_of(w, f),
+            (EdgeWriter::Bytes(w), f) | (EdgeWriter::Frames(w), f) => push_mark_of(w, f),
+        }
+    }
+
+    /// Offers a frame and waits until it is in the ring, whatever the policy.
+    pub async fn send_frame(&mut self, frame: Frame<'_>) {
+        match (self, frame) {
+            (EdgeWriter::Samples(w), Frame::Audio(a)) => w.send_data(a.samples).await,
+            (EdgeWriter::Bytes(w), Frame::Packet(p)) => w.send_data(p.bytes).await,
+            (EdgeWriter::Samples(w), f) => send_mark_of(w, f).await,
+            (EdgeWriter::Bytes(w), f) | (EdgeWriter::Frames(w), f) => send_mark_of(w, f).await,
+        }
+    }
+
+    /// Whether [`flush`](Self::flush) has waiting to do.
+    pub fn needs_flush(&self) -> bool {
+        match self {
+            EdgeWriter::Samples(w) => w.needs_flush(),
+            EdgeWriter::Bytes(w) | EdgeWriter::Frames(w) => w.needs_flush(),
+        }
+    }
+
+    /// Waits while a `block` ring is full; moves stashed data forward otherwise.
+    pub async fn flush(&mut self) {
+        match self {
+            EdgeWriter::Samples(w) => w.flush().await,
+            EdgeWriter::Bytes(w) | EdgeWriter::Frames(w) => w.flush().await,
+        }
+    }
+
+    /// Ends the stream after what was pushed.
+    pub async fn close(self) {
+        match self {
+            EdgeWriter::Samples(w) => w.close().await,
+            EdgeWriter::Bytes(w) | EdgeWriter::Frames(w) => w.close().await,
+        }
+    }
+
+    /// The ring's counters.
+    pub fn counts(&self) -> RingCounts {
+        match self {
+            EdgeWriter::Samples(w) => w.counts(),
+            EdgeWriter::Bytes(w) | EdgeWriter::Frames(w) => w.counts(),
+        }
+    }
+}
+
+fn push_mark_of<S: Copy + Default + Send + 'static>(w: &mut RingWriter<S>, frame: Frame<'_>) {
+    match EdgeWriter::mark(frame) {
+        Some(m) => w.push_mark(m),
+        None => debug_assert!(false, "frame does not match the edge's negotiated format"),
+    }
+}
+
+async fn send_mark_of<S: Copy + Default + Send + 'static>(w: &mut RingWriter<S>, frame: Frame<'_>) {
+    if let Some(m) = EdgeWriter::mark(frame) {
+        w.send_mark(m).await;
+    }
+}
+
+/// The consuming end of one edge.
+pub enum EdgeReader {
+    /// Decoded audio at a format (for pts).
+    Samples(RingReader<i16>, AudioFormat),
+    /// Encoded audio.
+    Bytes(RingReader<u8>),
+    /// Text or events.
+    Frames(RingReader<u8>),
+}
+
+impl EdgeReader {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            EdgeReader::Samples(r, _) => r.poll_ready(cx),
+            EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.poll_ready(cx),
+        }
+    }
+
+    fn is_finished(&mut self) -> bool {
+        match self {
+            EdgeReader::Samples(r, _) => r.is_finished(),
+            EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.is_finished(),
+        }
+    }
+
+    fn has_item(&mut self) -> bool {
+        match self {
+            EdgeReader::Samples(r, _) => r.has_item(),
+            EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.has_item(),
+        }
+    }
+
+    fn try_next(&mut self) -> Option<Frame<'_>> {
+        match self {
+            EdgeReader::Samples(r, format) => {
+                let format = *format;
+                r.try_next().map(|item| match item {
+                    Item::Data { pos, data } => Frame::Audio(AudioChunk {
+                        pts: format.duration_of(pos),
+                        samples: data,
+                    }),
+                    Item::Text(t) => Frame::Text(t),
+                    Item::Event(e) => Frame::Event(e),
+                })
+            }
+            EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.try_next().map(|item| match item {
+                Item::Data { data, .. } => Frame::Packet(Packet { bytes: data }),
+                Item::Text(t) => Frame::Text(t),
+                Item::Event(e) => Frame::Event(e),
+            }),
+        }
+    }
+}
+
+/// Creates a ring typed for `format`.
+pub(crate) fn edge_ring(
+    plan: &RingPlan,
+    format: Format,
+    label: Arc<str>,
+) -> (EdgeWriter, EdgeReader) {
+    match format {
+        Format::Audio(a) => {
+            let (w, r) = ring::<i16>(plan.config, label);
+            (EdgeWriter::Samples(w), EdgeReader::Samples(r, a))
+        }
+        Format::Encoded(_) => {
+            let (w, r) = ring::<u8>(plan.config, label);
+            (EdgeWriter::Bytes(w), EdgeReader::Bytes(r))
+        }
+        Format::Text | Format::Events => {
+            let mut config = plan.config;
+            config.capacity = 0;
+            let (w, r) = ring::<u8>(config, label);
+            (EdgeWriter::Frames(w), EdgeReader::Frames(r))
+        }
+    }
+}
+
+struct InletPort {
+    reader: EdgeReader,
+    target: usize,
+    finished: bool,
+}
+
+/// The merged inputs of one task: every incoming ring, each tagged with where its frames go
+/// (a node of a fused task, or an input index of a task stage).
+#[derive(Default)]
+pub struct Inlet {
+    ports: Vec<InletPort>,
+    next: usize,
+}
+
+impl Inlet {
+    pub(crate) fn add(&mut self, reader: EdgeReader, target: usize) {
+        self.ports.push(InletPort {
+            reader,
+            target,
+            finished: false,
+        });
+    }
+
+    /// Ready when an item is available (`true`) or every input has ended (`false`).
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut open = false;
+        for p in self.ports.iter_mut().filter(|p| !p.finished) {
+            if p.reader.poll_ready(cx).is_ready() {
+                if p.reader.is_finished() {
+                    p.finished = true;
+                } else {
+                    return Poll::Ready(true);
+                }
+            } else {
+                open = true;
+            }
+        }
+        if open {
+            Poll::Pending
+        } else {
+            Poll::Ready(false)
+        }
+    }
+
+    /// Waits until an item is available (`true`) or every input has ended (`false`).
+    pub async fn ready(&mut self) -> bool {
+        poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// Takes an available item, rotating fairly over the inputs: `(target, frame)`.
+    pub fn try_next(&mut self) -> Option<(usize, Frame<'_>)> {
+        let n = self.ports.len();
+        let start = self.next;
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| !self.ports[i].finished && self.ports[i].reader.has_item())?;
+        self.next = (i + 1) % n.max(1);
+        let p = &mut self.ports[i];
+        let target = p.target;
+        p.reader.try_next().map(|f| (target, f))
+    }
+
+    /// Waits for the next item; `None` once every input has ended. For task stages the target
+    /// is the input index, in `inputs` order.
+    pub async fn next(&mut self) -> Option<(usize, Frame<'_>)> {
+        if !self.ready().await {
+            return None;
+        }
+        self.try_next()
+    }
+}
+
+/// How a call's pipeline ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every input ended and everything drained.
+    Completed,
+    /// A stage ended the stream on purpose.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+    /// A stage failed or panicked; the call was ended.
+    Failed {
+        /// The stage.
+        stage: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The handle the transport uses to feed a synchronous source stage.
+pub struct SourceHandle {
+    writer: EdgeWriter,
+}
+
+impl SourceHandle {
+    /// Offers a frame; the ring's policy applies when the pipeline falls behind (the phone line
+    /// never waits).
+    pub fn push(&mut self, frame: Frame<'_>) {
+        self.writer.push_frame(frame);
+    }
+
+    /// Offers a frame and waits until it is queued (lossless feeding, e.g. `caly replay`).
+    pub async fn send(&mut self, frame: Frame<'_>) {
+        self.writer.send_frame(frame).await;
+    }
+
+    /// Ends the input stream.
+    pub async fn close(self) {
+        self.writer.close().await;
+    }
+
+    /// Counters of the source ring.
+    pub fn counts(&self) -> RingCounts {
+        self.writer.counts()
+    }
+}
+
+/// A control message for one node of a task.
+pub(crate) struct Addressed {
+    node: usize,
+    control: Control,
+}
+
+/// The control lane of a [`TaskStage`].
+pub struct ControlRx(mpsc::Receiver<Addressed>);
+
+impl ControlRx {
+    /// The next control message; `None` once the pipeline is gone.
+    pub async fn recv(&mut self) -> Option<Control> {
+        self.0.recv().await.map(|a| a.control)
+    }
+}
+
+/// Why a control message was not delivered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// No stage has that id.
+    #[error("no stage `{0}` in this pipeline")]
+    UnknownStage(String),
+    /// The stage's control lane is full; the message was dropped.
+    #[error("control lane of `{0}` is full")]
+    Full(String),
+    /// The stage's task has ended.
+    #[error("stage `{0}` has ended")]
+    Ended(String),
+}
+
+/// Counters of a running pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineStats {
+    /// Per stage, in graph order.
+    pub stages: Vec<(Arc<str>, NodeCounts)>,
+    /// Per ring (`from -> to`, or `transport -> stage`).
+    pub rings: Vec<(Arc<str>, RingCounts)>,
+}
+
+/// One running call.
+pub struct Pipeline {
+    graph: Arc<Graph>,
+    bus: Bus,
+    sources: Vec<(Arc<str>, SourceHandle)>,
+    controls: HashMap<Arc<str>, (mpsc::Sender<Addressed>, usize)>,
+    node_stats: Vec<(Arc<str>, Arc<NodeStats>)>,
+    ring_stats: Vec<(Arc<str>, RingObserver)>,
+    supervisor: JoinHandle<()>,
+    done: watch::Receiver<Option<Outcome>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+/// Reads a ring's counters after its ends have moved into tasks.
+pub(crate) struct RingObserver(Box<dyn Fn() -> RingCounts + Send + Sync>);
+
+enum Group {
+    Fused(FusedGroup),
+    Task(Box<dyn TaskStage>, TaskIo),
+}
+
+struct FusedGroup {
+    nodes: Vec<Node>,
+    inlet: Inlet,
+    control: mpsc::Receiver<Addressed>,
+}
+
+impl Pipeline {
+    /// Builds every stage for one call and starts its tasks. Must run inside a tokio runtime.
+    pub fn start(graph: Arc<Graph>, options: PipelineOptions) -> Result<Pipeline, BuildError> {
+        let bus = Bus::new();
+        let mut parts = Parts::build(&graph, &bus, &options)?;
+        let mut set = JoinSet::new();
+        let span = tracing::info_span!(
+            "call",
+            call = options.call_id.as_deref().unwrap_or("-"),
+            pipeline = %graph.name
+        );
+        for group in parts.groups.drain(..) {
+            let fut = run_group(group);
+            set.spawn(tracing::Instrument::instrument(fut, span.clone()));
+        }
+        let (done_tx, done) = watch::channel(None);
+        let supervisor = tokio::spawn(supervise(set, bus.clone(), done_tx));
+        Ok(Pipeline {
+            graph,
+            bus,
+            sources: parts.sources,
+            controls: parts.controls,
+            node_stats: parts.node_stats,
+            ring_stats: parts.ring_stats,
+            supervisor,
+            done,
+        })
+    }
+
+    /// The graph it runs.
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// The call's bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Takes the feed of a synchronous source stage (e.g. `call_audio`); each can be taken once.
+    pub fn take_source(&mut self, stage: &str) -> Option<SourceHandle> {
+        let i = self.sources.iter().position(|(id, _)| &**id == stage)?;
+        Some(self.sources.swap_remove(i).1)
+    }
+
+    /// Takes the feed of the first synchronous source.
+    pub fn take_first_source(&mut self) -> Option<(Arc<str>, SourceHandle)> {
+        let first = self
+            .graph
+            .nodes()
+            .iter()
+            .find(|n| n.source_ring.is_some())
+            .map(|n| Arc::clone(&n.id))?;
+        let handle = self.take_source(&first)?;
+        Some((first, handle))
+    }
+
+    /// Sends a control message to a stage, never waiting: a full lane refuses it.
+    pub fn control(&self, stage: &str, control: Control) -> Result<(), ControlError> {
+        let (tx, node) = self
+            .controls
+            .get(stage)
+            .ok_or_else(|| ControlError::UnknownStage(stage.to_owned()))?;
+        tx.try_send(Addressed {
+            node: *node,
+            control,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ControlError::Full(stage.to_owned()),
+            mpsc::error::TrySendError::Closed(_) => ControlError::Ended(stage.to_owned()),
+        })
+    }
+
+    /// Counters of every stage and ring.
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            stages: self
+                .node_stats
+                .iter()
+                .map(|(id, s)| (Arc::clone(id), s.snapshot()))
+                .collect(),
+            rings: self
+                .ring_stats
+                .iter()
+                .map(|(id, r)| (Arc::clone(id), (r.0)()))
+                .collect(),
+        }
+    }
+
+    /// Waits until the call's pipeline has ended, and says how.
+    pub async fn finished(&mut self) -> Outcome {
+        match self.done.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or(Outcome::Completed),
+            Err(_) => Outcome::Failed {
+                stage: "-".into(),
+                error: "pipeline supervisor stopped".into(),
+            },
+        }
+    }
+}
+
+async fn supervise(
+    mut set: JoinSet<Result<(), StageError>>,
+    bus: Bus,
+    done: watch::Sender<Option<Outcome>>,
+) {
+    let mut outcome = Outcome::Completed;
+    while let Some(joined) = set.join_next().await {
+        let error = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) if e.is_panic() => {
+                StageError::fatal(Panicked::from_payload(e.into_panic().as_ref()))
+            }
+            Err(_) => continue, // aborted by us
+        };
+        let stage = error.stage.as_deref().unwrap_or("-").to_owned();
+        if error.disposition == Disposition::EndStream {
+            tracing::info!(%stage, reason = %error, "Stage ended the stream.");
+            bus.publish(BusEvent {
+                stage: Arc::from(stage.as_str()),
+                kind: BusKind::Ended {
+                    reason: error.to_string(),
+                },
+            });
+            if outcome == Outcome::Completed {
+                outcome = Outcome::Ended {
+                    reason: error.to_string(),
+                };
+            }
+            continue;
+        }
+        tracing::error!(%stage, error = %error, "Stage failed; ending the call.");
+        bus.publish(BusEvent {
+            stage: Arc::from(stage.as_str()),
+            kind: BusKind::Failed {
+                error: error.to_string(),
+            },
+        });
+        if !matches!(outcome, Outcome::Failed { .. }) {
+            outcome = Outcome::Failed {
+                stage,
+                error: error.to_string(),
+            };
+        }
+        set.abort_all();
+    }
+    let _ = done.send(Some(outcome));
+}
+
+async fn run_group(group: Group) -> Result<(), StageError> {
+    match group {
+        Group::Fused(g) => g.run().await,
+        Group::Task(stage, io) => {
+            let id = Arc::clone(&io.ctx.id);
+            match std::panic::AssertUnwindSafe(stage.run(io))
+                .catch_unwind()
+                .await
+            {
+                Ok(r) => r.map_err(|e| e.at(&id)),
+                Err(panic) => {
+                    Err(StageError::fatal(Panicked::from_payload(panic.as_ref())).at(&id))
+                }
+            }
+        }
+    }
+}
+
+impl FusedGroup {
+    async fn run(mut self) -> Result<(), StageError> {
+        let mut control_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                msg = self.control.recv(), if control_open => match msg {
+                    Some(a) => self.control(a)?,
+                    None => control_open = false,
+                },
+                more = self.inlet.ready() => {
+                    if !more {
+                        break;
+                    }
+                    self.pump()?;
+                    self.flush().await;
+                }
+            }
+        }
+        self.finish()?;
+        self.close().await;
+        Ok(())
+    }
+
+    /// Processes what the inlet holds now, stopping early if a `block` ring filled up.
+    fn pump(&mut self) -> Result<(), StageError> {
+        while let Some((target, frame)) = self.inlet.try_next() {
+            dispatch(&mut self.nodes, 0, target, frame)?;
+            if self.needs_flush() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, a: Addressed) -> Result<(), StageError> {
+        let Some((_, tail)) = self.nodes.split_at_mut_checked(a.node) else {
+            return Ok(());
+        };
+        if let Some((node, rest)) = tail.split_first_mut() {
+            node.control(&a.control, rest, a.node + 1)?;
+        }
+        Ok(())
+    }
+
+    fn needs_flush(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            n.routes
+                .iter()
+                .flatten()
+                .any(|r| matches!(r, Route::Ring(w) if w.needs_flush()))
+        })
+    }
+
+    async fn flush(&mut self) {
+        for node in &mut self.nodes {
+            for route in node.routes.iter_mut().flatten() {
+                if let Route::Ring(w) = route {
+                    w.flush().await;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), StageError> {
+        for i in 0..self.nodes.len() {
+            let (head, rest) = self.nodes.split_at_mut(i + 1);
+            if let Some(node) = head.last_mut() {
+                node.finish(rest, i + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        for node in &mut self.nodes {
+            for routes in &mut node.routes {
+                for route in routes.drain(..) {
+                    if let Route::Ring(w) = route {
+                        w.close().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Everything [`Pipeline::start`] wires up before spawning.
+struct Parts {
+    groups: Vec<Group>,
+    sources: Vec<(Arc<str>, SourceHandle)>,
+    controls: HashMap<Arc<str>, (mpsc::Sender<Addressed>, usize)>,
+    node_stats: Vec<(Arc<str>, Arc<NodeStats>)>,
+    ring_stats: Vec<(Arc<str>, RingObserver)>,
+}
+
+fn observer(w: &EdgeWriter) -> RingObserver {
+    // Counters live in the ring's shared state; keep a reader of them without either end.
+    let counts = match w {
+        EdgeWriter::Samples(w) => w.observer(),
+        EdgeWriter::Bytes(w) | EdgeWriter::Frames(w) => w.observer(),
+    };
+    RingObserver(counts)
+}
+
+impl Parts {
+    fn build(graph: &Graph, bus: &Bus, options: &PipelineOptions) -> Result<Parts, BuildError> {
+        let nodes = graph.nodes();
+        // Where each node lives: (task, index within the task).
+        let mut local = vec![(0usize, 0usize); nodes.len()];
+        for (t, task) in graph.tasks().iter().enumerate() {
+            for (k, &n) in task.nodes.iter().enumerate() {
+                local[n] = (t, k);
+            }
+        }
+        let mut node_stats = Vec::with_capacity(nodes.len());
+        let mut runnables: Vec<Option<Runnable>> = Vec::with_capacity(nodes.len());
+        let mut ctxs = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            let stats = Arc::new(NodeStats::default());
+            node_stats.push((Arc::clone(&n.id), Arc::clone(&stats)));
+            let ctx = BuildCtx {
+                stage: &n.id,
+                inputs: &n.input_formats,
+                outputs: &n.ports,
+            };
+            runnables.push(Some(n.spec.build(&ctx)?));
+            ctxs.push(NodeCtx {
+                id: Arc::clone(&n.id),
+                bus: bus.clone(),
+                stats,
+                profile: options.profile,
+            });
+        }
+        // Routes per node and port; inlets per task.
+        let mut routes: Vec<Vec<Vec<Route>>> = nodes
+            .iter()
+            .map(|n| (0..n.ports.len().max(1)).map(|_| Vec::new()).collect())
+            .collect();
+        let mut task_routes: Vec<Vec<Vec<EdgeWriter>>> = nodes
+            .iter()
+            .map(|n| (0..n.ports.len().max(1)).map(|_| Vec::new()).collect())
+            .collect();
+        let mut inlets: Vec<Inlet> = graph.tasks().iter().map(|_| Inlet::default()).collect();
+        let mut ring_stats = Vec::new();
+        let mut sources = Vec::new();
+        for e in graph.edges() {
+            let (to_task, to_index) = local[e.to];
+            let target = if graph.tasks()[to_task].stage_task {
+                e.input
+            } else {
+                to_index
+            };
+            match &e.ring {
+                None => routes[e.from][e.port].push(Route::Local(local[e.to].1)),
+                Some(plan) => {
+                    let label: Arc<str> =
+                        format!("{} -> {}", nodes[e.from].id, nodes[e.to].id).into();
+                    let (w, r) = edge_ring(plan, e.format, Arc::clone(&label));
+                    ring_stats.push((label, observer(&w)));
+                    inlets[to_task].add(r, target);
+                    if nodes[e.from].kind.task {
+                        task_routes[e.from][e.port].push(w);
+                    } else {
+                        routes[e.from][e.port].push(Route::Ring(w));
+                    }
+                }
+            }
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            if let (Some(plan), Some(port)) = (&n.source_ring, n.ports.first()) {
+                let label: Arc<str> = format!("transport -> {}", n.id).into();
+                let (w, r) = edge_ring(plan, port.format, Arc::clone(&label));
+                ring_stats.push((label, observer(&w)));
+                inlets[local[i].0].add(r, local[i].1);
+                sources.push((Arc::clone(&n.id), SourceHandle { writer: w }));
+            }
+        }
+        // Assemble each task.
+        let mut controls = HashMap::new();
+        let mut groups = Vec::with_capacity(graph.tasks().len());
+        let mut inlets = inlets.into_iter();
+        for task in graph.tasks() {
+            let inlet = inlets.next().unwrap_or_default();
+            let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+            if task.stage_task {
+                let Some(&n) = task.nodes.first() else {
+                    continue;
+                };
+                let Some(Runnable::Task(stage)) = runnables[n].take() else {
+                    return Err(wrong_mode(&nodes[n].id));
+                };
+                controls.insert(Arc::clone(&nodes[n].id), (tx, 0));
+                let io = TaskIo {
+                    input: inlet,
+                    output: TaskOutput {
+                        ports: std::mem::take(&mut task_routes[n]),
+                    },
+                    control: ControlRx(rx),
+                    ctx: ctxs[n].clone(),
+                };
+                groups.push(Group::Task(stage, io));
+            } else {
+                let mut group_nodes = Vec::with_capacity(task.nodes.len());
+                for (k, &n) in task.nodes.iter().enumerate() {
+                    let Some(Runnable::Inline(stage)) = runnables[n].take() else {
+                        return Err(wrong_mode(&nodes[n].id));
+                    };
+                    let mut node = Node::new(stage, nodes[n].ports.len(), ctxs[n].clone());
+                    node.routes = std::mem::take(&mut routes[n]);
+                    group_nodes.push(node);
+                    controls.insert(Arc::clone(&nodes[n].id), (tx.clone(), k));
+                }
+                groups.push(Group::Fused(FusedGroup {
+                    nodes: group_nodes,
+                    inlet,
+                    control: rx,
+                }));
+            }
+        }
+        Ok(Parts {
+            groups,
+            sources,
+            controls,
+            node_stats,
+            ring_stats,
+        })
+    }
+}
+
+fn wrong_mode(stage: &str) -> BuildError {
+    BuildError {
+        stage: stage.to_owned(),
+        source: "built a task stage where the graph planned a fused one (or the reverse)".into(),
+    }
+}
+
+/// A graph whose stages all fuse into one task, driven synchronously: no rings, no tasks, no
+/// waiting. Benches and the allocation test measure the front half through it.
+pub struct FusedChain {
+    nodes: Vec<Node>,
+    bus: Bus,
+}
+
+impl FusedChain {
+    /// Builds every stage of a single-task graph.
+    pub fn new(graph: &Graph, options: PipelineOptions) -> Result<FusedChain, BuildError> {
+        if graph.tasks().len() != 1 || graph.tasks()[0].stage_task {
+            return Err(BuildError {
+                stage: graph.name.clone(),
+                source: "a fused chain needs a graph of synchronous stages in one task".into(),
+            });
+        }
+        let bus = Bus::new();
+        let mut nodes = Vec::with_capacity(graph.nodes().len());
+        for n in graph.nodes() {
+            let ctx = BuildCtx {
+                stage: &n.id,
+                inputs: &n.input_formats,
+                outputs: &n.ports,
+            };
+            let Runnable::Inline(stage) = n.spec.build(&ctx)? else {
+                return Err(wrong_mode(&n.id));
+            };
+            let node_ctx = NodeCtx {
+                id: Arc::clone(&n.id),
+                bus: bus.clone(),
+                stats: Arc::new(NodeStats::default()),
+                profile: options.profile,
+            };
+            nodes.push(Node::new(stage, n.ports.len(), node_ctx));
+        }
+        for e in graph.edges() {
+            if let Some(node) = nodes.get_mut(e.from) {
+                node.routes[e.port].push(Route::Local(e.to));
+            }
+        }
+        Ok(FusedChain { nodes, bus })
+    }
+
+    /// Pushes a frame into the first stage.
+    pub fn push(&mut self, frame: Frame<'_>) -> Result<(), StageError> {
+        dispatch(&mut self.nodes, 0, 0, frame).map(|_| ())
+    }
+
+    /// Ends the input: every stage drains in order.
+    pub fn finish(&mut self) -> Result<(), StageError> {
+        for i in 0..self.nodes.len() {
+            let (head, rest) = self.nodes.split_at_mut(i + 1);
+            if let Some(node) = head.last_mut() {
+                node.finish(rest, i + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain's bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Per-stage counters.
+    pub fn stats(&self) -> Vec<(Arc<str>, NodeCounts)> {
+        self.nodes
+            .iter()
+            .map(|n| (Arc::clone(&n.ctx.id), n.ctx.stats.snapshot()))
+            .collect()
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}

@@ -1,0 +1,34 @@
+//! Every built-in stage kind, in one list. Adding a kind = one file here + one line below.
+
+use crate::registry::Registry;
+
+/// Declares each kind's module and registers it: `module => Type`. The module file name is the
+/// TOML `kind` (a compliance test checks it).
+macro_rules! stages {
+    ($($module:ident => $kind:ident,)*) => {
+        $(
+            mod $module;
+            pub use $module::$kind;
+        )*
+
+        /// Registers every built-in kind.
+        pub fn register_all(registry: &mut Registry) {
+            $( registry.register::<$module::$kind>(); )*
+        }
+    };
+}
+
+stages! {
+    call_audio => CallAudio,
+    decode => Decode,
+    encode => Encode,
+    resample => Resample,
+    vad => Vad,
+    // Test, bench and replay kinds.
+    replay => Replay,
+    blackhole => Blackhole,
+    slow_sink => SlowSink,
+    fail_after => FailAfter,
+}
+
+pub(crate) use resample::StreamResampler;

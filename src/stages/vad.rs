@@ -1,0 +1,401 @@
+//! `vad`: voice activity detection with earshot (pure Rust, its 40 KB model compiled in).
+//!
+//! PCM16 in, the same PCM16 out (untouched, no delay), plus events between the chunks:
+//! `SpeechStarted` once speech has lasted `start_ms`, `SpeechConfirmed` once it has lasted
+//! `min_barge_in_ms` (long enough to interrupt the bot: "haan", "hmm" are shorter), and
+//! `SpeechStopped` once silence has lasted `stop_ms`. Events carry the onset and offset
+//! themselves, not the moment they were decided. earshot listens at 16 kHz in 16 ms windows;
+//! other rates are resampled for analysis only (the audio passing through is not touched), and
+//! the analysis resampler's delay is taken off the timestamps.
+
+use std::time::Duration;
+
+use earshot::Detector;
+use serde::Deserialize;
+
+use crate::format::{AudioFormat, Caps, Format};
+use crate::frame::{Event, Frame};
+use crate::pipeline::BusKind;
+use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
+use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::stages::StreamResampler;
+
+/// Rates `vad` listens at.
+pub const VAD_RATES: &[u32] = &[8000, 16000, 24000, 48000];
+/// earshot's analysis rate and window.
+const ANALYSIS_RATE: u32 = 16000;
+const WINDOW: usize = 256;
+const WINDOW_MS: u32 = 16;
+
+const DEFAULT_THRESHOLD: f32 = 0.5;
+const DEFAULT_START_MS: u32 = 200;
+const DEFAULT_STOP_MS: u32 = 600;
+const DEFAULT_MIN_BARGE_IN_MS: u32 = 400;
+/// Unvoiced windows tolerated inside a starting utterance before it is abandoned (48 ms): a
+/// plosive or a short dip must not reset the start hysteresis.
+const START_GAP_WINDOWS: u32 = 3;
+
+fn default_threshold() -> f32 {
+    DEFAULT_THRESHOLD
+}
+fn default_start_ms() -> u32 {
+    DEFAULT_START_MS
+}
+fn default_stop_ms() -> u32 {
+    DEFAULT_STOP_MS
+}
+fn default_min_barge_in_ms() -> u32 {
+    DEFAULT_MIN_BARGE_IN_MS
+}
+
+/// Parameters of `vad`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VadSpec {
+    /// Score (0–1) at or above which a 16 ms window counts as voiced.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Milliseconds of speech before `SpeechStarted` is reported.
+    #[serde(default = "default_start_ms")]
+    pub start_ms: u32,
+    /// Milliseconds of silence before `SpeechStopped` is reported.
+    #[serde(default = "default_stop_ms")]
+    pub stop_ms: u32,
+    /// Milliseconds of speech before `SpeechConfirmed`: shorter utterances ("haan", "hmm") are
+    /// backchannels, not barge-in.
+    #[serde(default = "default_min_barge_in_ms")]
+    pub min_barge_in_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Quiet,
+    Starting { onset: u64, voiced: u32, gap: u32 },
+    Speaking { onset: u64, confirmed: bool },
+    Stopping { onset: u64, offset: u64, silent: u32, confirmed: bool },
+}
+
+/// Voice activity detection.
+pub struct Vad {
+    spec: VadSpec,
+    detector: Box<Detector>,
+    analysis: Option<StreamResampler>,
+    /// Analysis samples (16 kHz) by which the resampler delays the audio it hands earshot.
+    analysis_delay: u64,
+    window: [i16; WINDOW],
+    filled: usize,
+    /// Analysis samples seen so far (16 kHz).
+    position: u64,
+    state: State,
+    events: [Option<Event>; 4],
+}
+
+impl StageKind for Vad {
+    const NAME: &'static str = "vad";
+    const SUMMARY: &'static str = "Voice activity: SpeechStarted / SpeechConfirmed / SpeechStopped.";
+    const EXAMPLE: &'static str = "start_ms = 200\nstop_ms = 600\nmin_barge_in_ms = 400";
+    const ROLE: Role = Role::Transform;
+    type Spec = VadSpec;
+
+    fn input_caps(_: &VadSpec) -> Caps {
+        Caps::Audio { rates: VAD_RATES }
+    }
+
+    fn validate(spec: &VadSpec) -> Vec<Invalid> {
+        let mut invalid = Vec::new();
+        if !(0.0..=1.0).contains(&spec.threshold) {
+            invalid.push(Invalid {
+                key: "threshold",
+                message: "a score between 0 and 1".into(),
+            });
+        }
+        for (key, ms) in [
+            ("start_ms", spec.start_ms),
+            ("stop_ms", spec.stop_ms),
+            ("min_barge_in_ms", spec.min_barge_in_ms),
+        ] {
+            if ms > 10_000 {
+                invalid.push(Invalid {
+                    key,
+                    message: "at most 10000 ms".into(),
+                });
+            }
+        }
+        invalid
+    }
+
+    fn negotiate(_: &VadSpec, inputs: &[Format], _: &CompileOptions) -> Result<Negotiated, String> {
+        match inputs.first() {
+            Some(f @ Format::Audio(_)) => Ok(Negotiated::out(*f)),
+            other => Err(format!("vad needs PCM16 audio, got {other:?}")),
+        }
+    }
+
+    fn build(spec: &VadSpec, ctx: &BuildCtx<'_>) -> Result<Runnable, BuildError> {
+        let Some(Format::Audio(a)) = ctx.input() else {
+            return Err(ctx.error("vad built without a PCM16 input"));
+        };
+        let vad = Vad::new(spec, a.sample_rate).map_err(|e| ctx.error(e))?;
+        Ok(Runnable::Inline(Box::new(vad)))
+    }
+}
+
+fn ms_of(samples: u64) -> u32 {
+    (samples * 1000 / u64::from(ANALYSIS_RATE)) as u32
+}
+
+impl Vad {
+    fn new(spec: &VadSpec, rate: u32) -> Result<Vad, String> {
+        let analysis = if rate == ANALYSIS_RATE {
+            None
+        } else {
+            Some(StreamResampler::new(rate, ANALYSIS_RATE)?)
+        };
+        let analysis_delay = analysis.as_ref().map_or(0, |r| r.delay_samples() as u64);
+        Ok(Vad {
+            spec: spec.clone(),
+            detector: Detector::default_boxed(),
+            analysis,
+            analysis_delay,
+            window: [0; WINDOW],
+            filled: 0,
+            position: 0,
+            state: State::Quiet,
+            events: Default::default(),
+        })
+    }
+
+    fn at(&self, analysis_sample: u64) -> Duration {
+        AudioFormat::pcm16(ANALYSIS_RATE).duration_of(analysis_sample.saturating_sub(self.analysis_delay))
+    }
+
+    fn queue(&mut self, event: Event) {
+        if let Some(slot) = self.events.iter_mut().find(|e| e.is_none()) {
+            *slot = Some(event);
+        }
+    }
+
+    /// Feeds analysis-rate samples through 256-sample windows into the state machine.
+    fn analyse(&mut self, mut samples: &[i16]) {
+        while !samples.is_empty() {
+            let take = (WINDOW - self.filled).min(samples.len());
+            self.window[self.filled..self.filled + take].copy_from_slice(&samples[..take]);
+            self.filled += take;
+            samples = &samples[take..];
+            if self.filled == WINDOW {
+                self.filled = 0;
+                let voiced = self.detector.predict_i16(&self.window) >= self.spec.threshold;
+                let start = self.position;
+                self.position += WINDOW as u64;
+                self.step(voiced, start);
+            }
+        }
+    }
+
+    /// One 16 ms window starting at analysis sample `t`.
+    fn step(&mut self, voiced: bool, t: u64) {
+        let end = t + WINDOW as u64;
+        let spec = &self.spec;
+        self.state = match (self.state, voiced) {
+            (State::Quiet, false) => State::Quiet,
+            (State::Quiet, true) => State::Starting {
+                onset: t,
+                voiced: WINDOW_MS,
+                gap: 0,
+            },
+            (State::Starting { onset, voiced, .. }, true) => State::Starting {
+                onset,
+                voiced: voiced + WINDOW_MS,
+                gap: 0,
+            },
+            (State::Starting { gap, .. }, false) if gap + 1 >= START_GAP_WINDOWS => State::Quiet,
+            (State::Starting { onset, voiced, gap }, false) => State::Starting {
+                onset,
+                voiced,
+                gap: gap + 1,
+            },
+            (State::Speaking { onset, confirmed }, true) => State::Speaking { onset, confirmed },
+            (State::Speaking { onset, confirmed }, false) => State::Stopping {
+                onset,
+                offset: t,
+                silent: WINDOW_MS,
+                confirmed,
+            },
+            (State::Stopping { onset, confirmed, .. }, true) => State::Speaking { onset, confirmed },
+            (State::Stopping { onset, offset, silent, confirmed }, false) => State::Stopping {
+                onset,
+                offset,
+                silent: silent + WINDOW_MS,
+                confirmed,
+            },
+        };
+        let (start_ms, stop_ms, barge_ms) = (spec.start_ms, spec.stop_ms, spec.min_barge_in_ms);
+        if let State::Starting { onset, voiced, .. } = self.state
+            && voiced >= start_ms
+        {
+            self.queue(Event::SpeechStarted { at: self.at(onset) });
+            self.state = State::Speaking {
+                onset,
+                confirmed: false,
+            };
+        }
+        if let State::Speaking {
+            onset,
+            confirmed: false,
+        } = self.state
+            && ms_of(end - onset) >= barge_ms
+        {
+            self.queue(Event::SpeechConfirmed { at: self.at(onset) });
+            self.state = State::Speaking {
+                onset,
+                confirmed: true,
+            };
+        }
+        if let State::Stopping {
+            onset,
+            offset,
+            silent,
+            ..
+        } = self.state
+            && silent >= stop_ms
+        {
+            self.queue(Event::SpeechStopped {
+                at: self.at(offset),
+                speech: self.at(offset).saturating_sub(self.at(onset)),
+            });
+            self.state = State::Quiet;
+        }
+    }
+
+    fn emit_events(&mut self, out: &mut Output<'_>) -> Result<(), StageError> {
+        for i in 0..self.events.len() {
+            if let Some(event) = self.events[i].take() {
+                out.push(Frame::Event(&event))?;
+                out.publish(BusKind::Event(event));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stage for Vad {
+    fn process(&mut self, frame: Frame<'_>, out: &mut Output<'_>) -> Result<(), StageError> {
+        out.push(frame)?;
+        let Frame::Audio(audio) = frame else {
+            return Ok(());
+        };
+        match self.analysis.take() {
+            None => self.analyse(audio.samples),
+            Some(mut resampler) => {
+                let result = resampler.push(audio.samples, &mut |_, chunk: &[i16]| {
+                    self.analyse(chunk);
+                    Ok::<(), String>(())
+                });
+                self.analysis = Some(resampler);
+                result?;
+            }
+        }
+        self.emit_events(out)
+    }
+
+    fn finish(&mut self, out: &mut Output<'_>) -> Result<(), StageError> {
+        // Every SpeechStarted gets its SpeechStopped, at the end of the stream if need be.
+        let end = self.position;
+        match self.state {
+            State::Speaking { onset, .. } => self.queue(Event::SpeechStopped {
+                at: self.at(end),
+                speech: self.at(end).saturating_sub(self.at(onset)),
+            }),
+            State::Stopping { onset, offset, .. } => self.queue(Event::SpeechStopped {
+                at: self.at(offset),
+                speech: self.at(offset).saturating_sub(self.at(onset)),
+            }),
+            State::Quiet | State::Starting { .. } => {}
+        }
+        self.state = State::Quiet;
+        self.emit_events(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Harness, signal};
+
+    fn vad16(start_ms: u32, stop_ms: u32, min_barge_in_ms: u32) -> Vad {
+        let spec = VadSpec {
+            threshold: DEFAULT_THRESHOLD,
+            start_ms,
+            stop_ms,
+            min_barge_in_ms,
+        };
+        Vad::new(&spec, 16000).unwrap()
+    }
+
+    fn events(rate: u32, params: &str, audio: &[i16]) -> Vec<Event> {
+        let mut h = Harness::new("vad", params, &[Format::audio(rate)]);
+        for chunk in audio.chunks(rate as usize / 50) {
+            h.push_audio(chunk);
+        }
+        h.finish().unwrap();
+        assert_eq!(h.audio(0), audio, "vad passes audio through untouched");
+        h.events()
+    }
+
+    #[test]
+    fn vad_emits_nothing_for_digital_silence() {
+        for rate in VAD_RATES {
+            assert!(events(*rate, "", &vec![0; *rate as usize * 3]).is_empty(), "{rate} Hz");
+        }
+    }
+
+    #[test]
+    fn vad_emits_nothing_for_steady_noise() {
+        for rate in [8000, 16000] {
+            let noise = signal::noise(rate, 3.0, 0.05, 7);
+            assert!(events(rate, "", &noise).is_empty(), "{rate} Hz");
+        }
+    }
+
+    #[test]
+    fn a_state_machine_turns_windows_into_started_confirmed_stopped() {
+        let mut vad = vad16(64, 96, 160);
+        // 20 voiced windows (320 ms) from window 5, then silence.
+        for w in 0..40u64 {
+            vad.step((5..25).contains(&w), w * 256);
+        }
+        let got: Vec<Event> = vad.events.iter_mut().filter_map(Option::take).collect();
+        let ms = |w: u64| Duration::from_millis(w * 16);
+        assert_eq!(
+            got,
+            [
+                Event::SpeechStarted { at: ms(5) },
+                Event::SpeechConfirmed { at: ms(5) },
+                Event::SpeechStopped { at: ms(25), speech: ms(20) },
+            ]
+        );
+    }
+
+    #[test]
+    fn short_backchannels_start_speech_but_are_not_confirmed() {
+        let mut vad = vad16(64, 96, 400);
+        // "haan": 240 ms of voice.
+        for w in 0..40u64 {
+            vad.step((5..20).contains(&w), w * 256);
+        }
+        let got: Vec<Event> = vad.events.iter_mut().filter_map(Option::take).collect();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0], Event::SpeechStarted { .. }));
+        assert!(matches!(got[1], Event::SpeechStopped { .. }));
+    }
+
+    #[test]
+    fn a_short_dip_does_not_reset_the_start_hysteresis() {
+        let mut vad = vad16(96, 96, 400);
+        let voiced = [true, true, true, false, true, true, true];
+        for (w, v) in voiced.iter().enumerate() {
+            vad.step(*v, w as u64 * 256);
+        }
+        assert!(matches!(vad.state, State::Speaking { onset: 0, .. }), "{:?}", vad.state);
+    }
+}

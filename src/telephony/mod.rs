@@ -1,0 +1,4 @@
+//! Telephony providers' wire formats. The graph knows nothing of them; a transport turns a
+//! provider's messages into frames for `call_audio` and back.
+
+pub mod exotel;
