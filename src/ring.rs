@@ -417,8 +417,8 @@ impl<S: Copy + Default + Send + 'static> RingWriter<S> {
     /// Moves what waits in the writer into the ring as far as room allows, without waiting.
     /// Returns whether nothing is left waiting.
     pub fn try_flush(&mut self) -> bool {
-        if self.stash.is_some() {
-            return self.transfer_stash();
+        if !self.transfer_stash() {
+            return false;
         }
         if let Some(prod) = self.data.as_mut()
             && !self.pending.is_empty()

@@ -31,6 +31,16 @@ const DEFAULT_THRESHOLD: f32 = 0.5;
 const DEFAULT_START_MS: u32 = 200;
 const DEFAULT_STOP_MS: u32 = 600;
 const DEFAULT_MIN_BARGE_IN_MS: u32 = 400;
+const DEFAULT_MIN_SNR_DB: f32 = 3.0;
+/// Windows of history (1.5 s) the noise floor is the quietest of: long enough to reach a pause
+/// between words, short enough to follow a change of room within two seconds.
+const FLOOR_WINDOWS: usize = 96;
+/// Floor under the noise floor (−80 dBFS), so digital silence does not make any hiss "speech".
+const MIN_FLOOR_RMS: f32 = 3.3;
+/// Windows averaged into one noise-floor level.
+const SMOOTH_WINDOWS: usize = 3;
+/// Pre-emphasis coefficient (the usual speech front-end value, as earshot's own).
+const PRE_EMPHASIS: f32 = 0.97;
 /// Unvoiced windows tolerated inside a starting utterance before it is abandoned (48 ms): a
 /// plosive or a short dip must not reset the start hysteresis.
 const START_GAP_WINDOWS: u32 = 3;
@@ -46,6 +56,9 @@ fn default_stop_ms() -> u32 {
 }
 fn default_min_barge_in_ms() -> u32 {
     DEFAULT_MIN_BARGE_IN_MS
+}
+fn default_min_snr_db() -> f32 {
+    DEFAULT_MIN_SNR_DB
 }
 
 /// Parameters of `vad`.
@@ -65,6 +78,10 @@ pub struct VadSpec {
     /// backchannels, not barge-in.
     #[serde(default = "default_min_barge_in_ms")]
     pub min_barge_in_ms: u32,
+    /// Decibels a window must stand above the running noise floor (the quietest window of the
+    /// last 1.5 s) to count as voiced: steady noise never does, whatever the model thinks of it.
+    #[serde(default = "default_min_snr_db")]
+    pub min_snr_db: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +105,16 @@ pub struct Vad {
     position: u64,
     state: State,
     events: [Option<Event>; 4],
+    /// RMS of the last [`FLOOR_WINDOWS`] windows (a circular history).
+    levels: [f32; FLOOR_WINDOWS],
+    windows_seen: usize,
+    /// `10^(min_snr_db / 20)`.
+    snr_ratio: f32,
+    /// Last analysis sample, for pre-emphasis.
+    previous: f32,
+    /// Mean squares of the last [`SMOOTH_WINDOWS`] non-silent windows.
+    recent: [f32; SMOOTH_WINDOWS],
+    recent_seen: usize,
 }
 
 impl StageKind for Vad {
@@ -162,7 +189,47 @@ impl Vad {
             position: 0,
             state: State::Quiet,
             events: Default::default(),
+            levels: [f32::INFINITY; FLOOR_WINDOWS],
+            windows_seen: 0,
+            snr_ratio: 10f32.powf(spec.min_snr_db / 20.0),
+            previous: 0.0,
+            recent: [0.0; SMOOTH_WINDOWS],
+            recent_seen: 0,
         })
+    }
+
+    /// Whether this window is loud enough above the noise floor to be speech. Energy is taken
+    /// after pre-emphasis (a first-order high-pass), which flattens the rumble of steady noise
+    /// so that its windows sit within a few dB of each other while speech stands out.
+    fn above_floor(&mut self) -> bool {
+        let mut energy = 0.0f32;
+        for s in &self.window {
+            let x = f32::from(*s);
+            let y = x - PRE_EMPHASIS * self.previous;
+            self.previous = x;
+            energy += y * y;
+        }
+        let mean_square = energy / WINDOW as f32;
+        let rms = mean_square.sqrt();
+        // Digital silence (a muted line) is not noise: it must not pin the floor to zero and make
+        // the steady noise that follows look like speech. The floor is the quietest *smoothed*
+        // level (three windows, 48 ms), so one window that is half silence (a resampler's
+        // start-up, a line coming unmuted) cannot pin it low either.
+        if rms >= MIN_FLOOR_RMS {
+            self.recent[self.recent_seen % SMOOTH_WINDOWS] = mean_square;
+            self.recent_seen += 1;
+            if self.recent_seen >= SMOOTH_WINDOWS {
+                let smoothed = (self.recent.iter().sum::<f32>() / SMOOTH_WINDOWS as f32).sqrt();
+                self.levels[self.windows_seen % FLOOR_WINDOWS] = smoothed;
+                self.windows_seen += 1;
+            }
+        }
+        let seen = self.windows_seen.min(FLOOR_WINDOWS);
+        let floor = self.levels[..seen]
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+        floor.is_finite() && rms >= floor * self.snr_ratio
     }
 
     fn at(&self, analysis_sample: u64) -> Duration {
@@ -184,7 +251,9 @@ impl Vad {
             samples = &samples[take..];
             if self.filled == WINDOW {
                 self.filled = 0;
-                let voiced = self.detector.predict_i16(&self.window) >= self.spec.threshold;
+                let score = self.detector.predict_i16(&self.window);
+                let loud = self.above_floor();
+                let voiced = score >= self.spec.threshold && loud;
                 let start = self.position;
                 self.position += WINDOW as u64;
                 self.step(voiced, start);
@@ -328,6 +397,7 @@ mod tests {
             start_ms,
             stop_ms,
             min_barge_in_ms,
+            min_snr_db: DEFAULT_MIN_SNR_DB,
         };
         Vad::new(&spec, 16000).unwrap()
     }
@@ -353,7 +423,8 @@ mod tests {
     fn vad_emits_nothing_for_steady_noise() {
         for rate in [8000, 16000] {
             let noise = signal::noise(rate, 3.0, 0.05, 7);
-            assert!(events(rate, "", &noise).is_empty(), "{rate} Hz");
+            let e = events(rate, "", &noise);
+            assert!(e.is_empty(), "{rate} Hz: {e:?}");
         }
     }
 
