@@ -168,6 +168,10 @@ pub fn load(
     Ok(Graph::compile(&spec, registry, options)?)
 }
 
+/// A stage after negotiation: its input formats, the producer port of each input, and what it
+/// negotiated.
+type NegotiatedStage = (Vec<Format>, Vec<usize>, crate::registry::Negotiated);
+
 struct InputRef {
     from: usize,
     port: Option<String>,
@@ -601,10 +605,7 @@ impl Compiler<'_, '_> {
         let start = left.iter().position(|l| *l)?;
         let mut path = vec![start];
         let mut at = start;
-        loop {
-            let Some(prev) = inputs[at].refs.iter().map(|r| r.from).find(|f| left[*f]) else {
-                break;
-            };
+        while let Some(prev) = inputs[at].refs.iter().map(|r| r.from).find(|f| left[*f]) {
             if let Some(pos) = path.iter().position(|p| *p == prev) {
                 let mut cycle: Vec<usize> = path[pos..].to_vec();
                 cycle.reverse();
@@ -640,9 +641,9 @@ impl Compiler<'_, '_> {
         inputs: &[Inputs],
         order: &[usize],
         options: &CompileOptions,
-    ) -> Vec<Option<(Vec<Format>, Vec<usize>, crate::registry::Negotiated)>> {
+    ) -> Vec<Option<NegotiatedStage>> {
         let stages = &self.spec.stages;
-        let mut done: Vec<Option<(Vec<Format>, Vec<usize>, crate::registry::Negotiated)>> =
+        let mut done: Vec<Option<NegotiatedStage>> =
             (0..stages.len()).map(|_| None).collect();
         for &i in order {
             let Some(p) = &parsed[i] else { continue };
@@ -688,8 +689,20 @@ impl Compiler<'_, '_> {
             if !ok {
                 continue;
             }
+            if let Some(ring) = &stages[i].ring {
+                for format in &formats {
+                    self.check_ring(i, *format, ring);
+                }
+            }
             match p.negotiate(&formats, options) {
-                Ok(n) => done[i] = Some((formats, ports, n)),
+                Ok(n) => {
+                    if let (Some(ring), Role::Source, Some(port)) =
+                        (&stages[i].ring, p.info().role, n.ports.first())
+                    {
+                        self.check_ring(i, port.format, ring);
+                    }
+                    done[i] = Some((formats, ports, n));
+                }
                 Err(message) => self.error(
                     stages[i].line,
                     &stages[i].id,
@@ -700,40 +713,42 @@ impl Compiler<'_, '_> {
         done
     }
 
+    /// Checks a stage's own `ring` against the format of an edge it applies to.
+    fn check_ring(&mut self, stage: usize, format: Format, ring: &crate::spec::Located<RingSpec>) {
+        let own = ring.value;
+        let id = self.spec.stages[stage].id.clone();
+        let invalid = |message: String| SpecErrorKind::InvalidValue {
+            key: Some("ring".into()),
+            message,
+        };
+        if own.capacity_ms == Some(0) || own.capacity == Some(0) {
+            let kind = invalid("a ring needs a capacity above zero".into());
+            self.error(ring.line, &id, kind);
+        }
+        if format.is_audio() && own.capacity.is_some() {
+            let kind = invalid(format!(
+                "this edge carries {format}: size it with `capacity_ms`, not `capacity`"
+            ));
+            self.error(ring.line, &id, kind);
+        }
+        if !format.is_audio() && own.capacity_ms.is_some() {
+            let kind = invalid(format!(
+                "this edge carries {format}: size it with `capacity` (frames), not `capacity_ms`"
+            ));
+            self.error(ring.line, &id, kind);
+        }
+    }
+
+    /// Sizes the ring of an edge carrying `format` into `stage` (checked by `check_ring`).
     fn ring_plan(
-        &mut self,
-        stage: usize,
+        &self,
         format: Format,
         explicit: Option<&crate::spec::Located<RingSpec>>,
     ) -> RingPlan {
         let defaults = self.spec.defaults;
         let own = explicit.map(|l| l.value).unwrap_or_default();
-        let line = explicit.map_or(self.spec.stages[stage].line, |l| l.line);
-        let id = self.spec.stages[stage].id.clone();
-        if own.capacity_ms == Some(0) || own.capacity == Some(0) {
-            self.error(
-                line,
-                &id,
-                SpecErrorKind::InvalidValue {
-                    key: Some("ring".into()),
-                    message: "a ring needs a capacity above zero".into(),
-                },
-            );
-        }
         match format {
             Format::Audio(_) | Format::Encoded(_) => {
-                if own.capacity.is_some() {
-                    self.error(
-                        line,
-                        &id,
-                        SpecErrorKind::InvalidValue {
-                            key: Some("ring".into()),
-                            message: format!(
-                                "this edge carries {format}: size it with `capacity_ms`, not `capacity`"
-                            ),
-                        },
-                    );
-                }
                 let ms = own
                     .capacity_ms
                     .or(defaults.capacity_ms)
@@ -758,18 +773,6 @@ impl Compiler<'_, '_> {
                 }
             }
             Format::Text | Format::Events => {
-                if own.capacity_ms.is_some() {
-                    self.error(
-                        line,
-                        &id,
-                        SpecErrorKind::InvalidValue {
-                            key: Some("ring".into()),
-                            message: format!(
-                                "this edge carries {format}: size it with `capacity` (frames), not `capacity_ms`"
-                            ),
-                        },
-                    );
-                }
                 let frames = own
                     .capacity
                     .or(defaults.capacity)
@@ -795,7 +798,7 @@ impl Compiler<'_, '_> {
         parsed: Vec<Option<Arc<dyn DynSpec>>>,
         inputs: Vec<Inputs>,
         order: Vec<usize>,
-        mut negotiated: Vec<Option<(Vec<Format>, Vec<usize>, crate::registry::Negotiated)>>,
+        mut negotiated: Vec<Option<NegotiatedStage>>,
         options: &CompileOptions,
     ) -> Option<Graph> {
         let stages = &self.spec.stages;
@@ -848,14 +851,14 @@ impl Compiler<'_, '_> {
             };
             for e in &input_edges {
                 if nodes[edges[*e].from].task != task {
-                    let plan = self.ring_plan(i, edges[*e].format, explicit);
+                    let plan = self.ring_plan(edges[*e].format, explicit);
                     edges[*e].ring = Some(plan);
                 }
             }
             let source_ring = if info.role == Role::Source && !info.task {
                 neg.ports
                     .first()
-                    .map(|p| self.ring_plan(i, p.format, explicit))
+                    .map(|p| self.ring_plan(p.format, explicit))
             } else {
                 None
             };

@@ -94,6 +94,11 @@ impl Bus {
         let _ = self.tx.send(event);
     }
 
+    /// How many senders exist (every running stage holds one): a way to see tasks have ended.
+    pub fn sender_count(&self) -> usize {
+        self.tx.strong_count()
+    }
+
     /// Subscribes to events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.tx.subscribe()
@@ -786,7 +791,7 @@ impl Parts {
                     if nodes[e.from].kind.task {
                         task_routes[e.from][e.port].push(w);
                     } else {
-                        routes[e.from][e.port].push(Route::Ring(w));
+                        routes[e.from][e.port].push(Route::Ring(Box::new(w)));
                     }
                 }
             }

@@ -14,7 +14,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use crate::format::{Caps, Format};
-use crate::spec::{SpecError, deserialize_spanned, field_names};
+use crate::spec::{STAGE_KEYS, SpecError, deserialize_spanned_with, field_names};
 use crate::stage::{BuildCtx, BuildError, Port, Runnable};
 
 /// Where a stage sits in a graph.
@@ -240,7 +240,7 @@ fn parse_typed<K: StageKind>(
     text: &str,
     params: Spanned<DeValue<'_>>,
 ) -> Result<Arc<dyn DynSpec>, Vec<SpecError>> {
-    deserialize_spanned::<K::Spec>(text, params)
+    deserialize_spanned_with::<K::Spec>(text, params, STAGE_KEYS)
         .map(|spec| Arc::new(Typed::<K>(spec)) as Arc<dyn DynSpec>)
 }
 

@@ -594,15 +594,28 @@ pub fn deserialize_spanned<T: DeserializeOwned>(
     text: &str,
     value: Spanned<DeValue<'_>>,
 ) -> Result<T, Vec<SpecError>> {
+    deserialize_spanned_with::<T>(text, value, &[])
+}
+
+/// [`deserialize_spanned`], also suggesting `also_known` keys (read elsewhere) for typos.
+pub fn deserialize_spanned_with<T: DeserializeOwned>(
+    text: &str,
+    value: Spanned<DeValue<'_>>,
+    also_known: &[&str],
+) -> Result<T, Vec<SpecError>> {
     let mut errors = Vec::new();
     if let (DeValue::Table(table), Some(fields)) = (value.get_ref(), field_names::<T>()) {
         for (k, _) in table.iter() {
             let key: &str = k.get_ref();
             if !fields.contains(&key) {
+                let known = fields.iter().chain(also_known).copied();
                 errors.push(SpecError {
                     line: Some(line_of(text, k.span().start)),
                     stage: None,
-                    kind: unknown_key(key, fields),
+                    kind: SpecErrorKind::UnknownKey {
+                        key: key.to_owned(),
+                        suggestion: closest(key, known),
+                    },
                 });
             }
         }

@@ -242,7 +242,7 @@ pub(crate) enum Route {
     /// Another stage in the same task (index into the task's node list).
     Local(usize),
     /// Another task, through a ring.
-    Ring(EdgeWriter),
+    Ring(Box<EdgeWriter>),
     /// A test or tool keeping copies.
     Capture(Vec<OwnedFrame>),
 }

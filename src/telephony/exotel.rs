@@ -25,7 +25,7 @@ pub struct Inbound<'a> {
     #[serde(default, deserialize_with = "lenient_u64")]
     pub sequence_number: Option<u64>,
     /// Stream id at the top level (either spelling).
-    #[serde(default, borrow, alias = "streamSid")]
+    #[serde(default, borrow, alias = "streamSid", deserialize_with = "borrowed")]
     pub stream_sid: Option<Cow<'a, str>>,
     /// `media` payload.
     #[serde(default, borrow)]
@@ -57,7 +57,7 @@ pub struct Media<'a> {
     #[serde(borrow)]
     pub payload: Cow<'a, str>,
     /// `inbound` / `outbound` with the beta "both tracks" option.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed")]
     pub track: Option<Cow<'a, str>>,
 }
 
@@ -164,6 +164,15 @@ pub fn decode_payload<'b>(payload: &str, buf: &'b mut Vec<u8>) -> Result<&'b [u8
     Ok(&buf[..n])
 }
 
+/// An optional string borrowed from the input when it has no escapes. (serde borrows a bare
+/// `Cow<str>` field but not one inside an `Option`; without this every media message would
+/// allocate its stream id.)
+fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
+}
+
 /// Deserializes an unsigned number written as an integer, a float or a string; anything else
 /// (or a string that is not a number) becomes `None` rather than an error.
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -238,6 +247,7 @@ mod tests {
         let m = Inbound::parse(text).unwrap();
         let media = m.media.unwrap();
         assert!(matches!(media.payload, Cow::Borrowed(_)));
+        assert!(matches!(m.stream_sid, Some(Cow::Borrowed("MZ1"))));
         assert_eq!((media.chunk, media.timestamp), (Some(2), Some(200)));
         let mut buf = Vec::new();
         assert_eq!(

@@ -1,0 +1,138 @@
+//! Zero heap allocations per 20 ms chunk through the fused front half in steady state: Exotel
+//! JSON parsed, base64 decoded, then decode → resample 8k→24k → vad → sink, counted by a global
+//! allocator that counts only on the thread under test.
+#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition; it only forwards to System.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use caly::frame::{Frame, Packet};
+use caly::pipeline::{FusedChain, PipelineOptions};
+use caly::registry::{CompileOptions, Registry};
+use caly::telephony::exotel::{Inbound, decode_payload};
+use caly::testing::read_wav_mono;
+
+use crate::helpers::repo;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn count() {
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    let out = f();
+    COUNTING.with(|on| on.set(false));
+    (out, ALLOCATIONS.with(Cell::get))
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let (v, n) = counted(|| vec![1u8; 100]);
+    assert_eq!(v.len(), 100);
+    assert!(n >= 1);
+}
+
+#[test]
+fn the_fused_front_half_allocates_nothing_per_chunk_in_steady_state() {
+    let graph = caly::graph::load(
+        &repo("pipelines/front_half.toml"),
+        &Registry::with_builtin(),
+        &CompileOptions {
+            source_rate: Some(8000),
+        },
+    )
+    .unwrap();
+    let mut chain = FusedChain::new(&graph, PipelineOptions::default()).unwrap();
+    // Real speech, as Exotel would send it: 20 ms media messages.
+    let (rate, speech) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    assert_eq!(rate, 8000);
+    let messages: Vec<String> = speech
+        .chunks_exact(160)
+        .enumerate()
+        .map(|(i, c)| {
+            let bytes: Vec<u8> = c.iter().flat_map(|s| s.to_le_bytes()).collect();
+            use base64::Engine as _;
+            let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
+            format!(
+                r#"{{"event":"media","sequence_number":"{i}","stream_sid":"MZ1","media":{{"chunk":"{i}","timestamp":"{}","payload":"{payload}"}}}}"#,
+                i * 20
+            )
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let mut feed = |chain: &mut FusedChain, m: &str| {
+        let msg = Inbound::parse(m).unwrap();
+        let media = msg.media.unwrap();
+        let audio = decode_payload(&media.payload, &mut buf).unwrap();
+        chain.push(Frame::Packet(Packet { bytes: audio })).unwrap();
+    };
+    let warm_up = 50; // 1 s: buffers reach their sizes
+    for m in &messages[..warm_up] {
+        feed(&mut chain, m);
+    }
+    let before = stats(&chain);
+    let ((), allocations) = counted(|| {
+        for m in &messages[warm_up..] {
+            feed(&mut chain, m);
+        }
+    });
+    let after = stats(&chain);
+    let chunks = messages.len() - warm_up;
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations over {chunks} chunks of 20 ms"
+    );
+    // The work really happened, VAD events included: the sink saw every audio chunk the vad
+    // passed on, plus the events.
+    let vad_frames = after.0 - before.0;
+    let sink_frames = after.1 - before.1;
+    assert!(vad_frames >= chunks as u64, "vad saw {vad_frames} frames");
+    assert!(
+        sink_frames > vad_frames,
+        "no VAD events during the counted run"
+    );
+}
+
+fn stats(chain: &FusedChain) -> (u64, u64) {
+    let s = chain.stats();
+    let get = |id: &str| s.iter().find(|(n, _)| &**n == id).unwrap().1.frames_in;
+    (get("vad"), get("sink"))
+}

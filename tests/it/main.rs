@@ -1,0 +1,13 @@
+//! The one integration test binary: real pipelines, real rings, real sockets on 127.0.0.1.
+
+// Test helpers outside `#[test]` functions fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod alloc;
+mod backpressure;
+mod helpers;
+mod isolation;
+mod pipelines;
+mod replay;
+mod serve;
+mod vad_accuracy;
