@@ -202,7 +202,13 @@ mod opus_impl {
 
     fn rate_of(rate: u32) -> Result<SampleRate, CodecError> {
         check_opus_rate(rate)?;
-        SampleRate::try_from(rate as i32).map_err(|_| CodecError::RateUnsupported { rate })
+        Ok(match rate {
+            8000 => SampleRate::Hz8000,
+            12000 => SampleRate::Hz12000,
+            16000 => SampleRate::Hz16000,
+            24000 => SampleRate::Hz24000,
+            _ => SampleRate::Hz48000,
+        })
     }
 
     /// Opus decoder (system libopus through `audiopus`).
