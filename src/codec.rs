@@ -261,26 +261,6 @@ mod opus_impl {
 
 pub use opus_impl::{OpusDecoder, OpusEncoder};
 
-/// The pure-Rust decoder, available beside libopus when the feature is on, so a test can
-/// decode the same packets with both.
-#[cfg(all(test, feature = "libopus"))]
-pub(crate) mod pure {
-    pub fn decode(rate: u32, packets: &[Vec<u8>], frame: usize) -> Vec<i16> {
-        let mut d = opus_rs::OpusDecoder::new(rate as i32, 1).unwrap();
-        let mut f = vec![0f32; frame];
-        let mut out = Vec::new();
-        for p in packets {
-            let n = d.decode(p, frame, &mut f).unwrap();
-            out.extend(
-                f[..n]
-                    .iter()
-                    .map(|x| (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16),
-            );
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +360,23 @@ mod tests {
         );
     }
 
+    /// The pure-Rust decoder, beside libopus when the feature is on.
+    #[cfg(feature = "libopus")]
+    fn pure_decode(rate: u32, packets: &[Vec<u8>], frame: usize) -> Vec<i16> {
+        let mut d = opus_rs::OpusDecoder::new(rate as i32, 1).unwrap();
+        let mut f = vec![0f32; frame];
+        let mut out = Vec::new();
+        for p in packets {
+            let n = d.decode(p, frame, &mut f).unwrap();
+            out.extend(
+                f[..n]
+                    .iter()
+                    .map(|x| (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16),
+            );
+        }
+        out
+    }
+
     /// With the `libopus` feature, the system libopus and the pure-Rust decoder decode the same
     /// packets (made by libopus) to within 1 LSB.
     #[cfg(feature = "libopus")]
@@ -402,7 +399,7 @@ mod tests {
                 let n = lib.decode(p, &mut out).unwrap();
                 by_lib.extend_from_slice(&out[..n]);
             }
-            let by_rust = pure::decode(rate, &packets, frame);
+            let by_rust = pure_decode(rate, &packets, frame);
             assert_eq!(by_lib.len(), by_rust.len());
             let worst = by_lib
                 .iter()
