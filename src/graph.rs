@@ -643,8 +643,7 @@ impl Compiler<'_, '_> {
         options: &CompileOptions,
     ) -> Vec<Option<NegotiatedStage>> {
         let stages = &self.spec.stages;
-        let mut done: Vec<Option<NegotiatedStage>> =
-            (0..stages.len()).map(|_| None).collect();
+        let mut done: Vec<Option<NegotiatedStage>> = (0..stages.len()).map(|_| None).collect();
         for &i in order {
             let Some(p) = &parsed[i] else { continue };
             if !inputs[i].complete {

@@ -162,6 +162,20 @@ impl Harness {
         Harness::from_spec(spec.as_ref(), inputs).unwrap_or_else(|e| panic!("`{kind}`: {e}"))
     }
 
+    /// Like [`new`](Self::new), but the stage's outputs go nowhere: what a bench measures is
+    /// the stage alone, with no copies made of what it produces.
+    ///
+    /// # Panics
+    ///
+    /// If the kind is unknown or the stage does not build.
+    pub fn discarding(kind: &str, params: &str, inputs: &[Format]) -> Harness {
+        let mut h = Harness::new(kind, params, inputs);
+        for routes in &mut h.node.routes {
+            routes.clear();
+        }
+        h
+    }
+
     /// A stage from an already parsed spec.
     pub fn from_spec(spec: &dyn DynSpec, inputs: &[Format]) -> Result<Harness, String> {
         let negotiated = spec.negotiate(inputs, &CompileOptions::default())?;
