@@ -37,6 +37,9 @@ const DEFAULT_MIN_SNR_DB: f32 = 3.0;
 const FLOOR_WINDOWS: usize = 96;
 /// Floor under the noise floor (−80 dBFS), so digital silence does not make any hiss "speech".
 const MIN_FLOOR_RMS: f32 = 3.3;
+/// Windows the model hears again before it resumes after a rest (192 ms: its own 48 ms context
+/// and enough for its recurrent state to settle), so it decides as if it had never stopped.
+const WARM_UP_WINDOWS: usize = 12;
 /// Windows averaged into one noise-floor level.
 const SMOOTH_WINDOWS: usize = 3;
 /// Pre-emphasis coefficient (the usual speech front-end value, as earshot's own).
@@ -112,6 +115,14 @@ pub struct Vad {
     snr_ratio: f32,
     /// Last analysis sample, for pre-emphasis.
     previous: f32,
+    /// The last windows, kept to warm the model up after a rest (a circular history).
+    before: [[i16; WINDOW]; WARM_UP_WINDOWS],
+    /// Windows analysed so far.
+    windows_total: usize,
+    /// Windows in a row the model has skipped.
+    rested: usize,
+    /// Times the model ran.
+    inferences: u64,
     /// Mean squares of the last [`SMOOTH_WINDOWS`] non-silent windows.
     recent: [f32; SMOOTH_WINDOWS],
     recent_seen: usize,
@@ -195,6 +206,10 @@ impl Vad {
             previous: 0.0,
             recent: [0.0; SMOOTH_WINDOWS],
             recent_seen: 0,
+            before: [[0; WINDOW]; WARM_UP_WINDOWS],
+            windows_total: 0,
+            rested: 0,
+            inferences: 0,
         })
     }
 
@@ -251,14 +266,38 @@ impl Vad {
             samples = &samples[take..];
             if self.filled == WINDOW {
                 self.filled = 0;
-                let score = self.detector.predict_i16(&self.window);
-                let loud = self.above_floor();
-                let voiced = score >= self.spec.threshold && loud;
+                let voiced = self.classify_window();
                 let start = self.position;
                 self.position += WINDOW as u64;
                 self.step(voiced, start);
             }
         }
+    }
+
+    /// Whether the window just filled is voiced: loud enough above the noise floor *and* scored
+    /// as voice by the model. While all is quiet, a window below the floor cannot be voiced
+    /// whatever the model says, so the model is not run (it is most of the stage's cost, and
+    /// a caller is silent most of a call). When it runs again it first hears the window before,
+    /// so its context and state follow the audio as if it had never stopped.
+    fn classify_window(&mut self) -> bool {
+        let loud = self.above_floor();
+        let voiced = if loud || self.state != State::Quiet {
+            // Replay what the model missed, up to WARM_UP_WINDOWS, oldest first.
+            let missed = self.rested.min(WARM_UP_WINDOWS);
+            for k in (1..=missed).rev() {
+                let slot = (self.windows_total + WARM_UP_WINDOWS - k) % WARM_UP_WINDOWS;
+                let _ = self.detector.predict_i16(&self.before[slot]);
+            }
+            self.inferences += missed as u64 + 1;
+            self.rested = 0;
+            self.detector.predict_i16(&self.window) >= self.spec.threshold && loud
+        } else {
+            self.rested += 1;
+            false
+        };
+        self.before[self.windows_total % WARM_UP_WINDOWS] = self.window;
+        self.windows_total += 1;
+        voiced
     }
 
     /// One 16 ms window starting at analysis sample `t`.
@@ -426,6 +465,19 @@ mod tests {
             let e = events(rate, "", &noise);
             assert!(e.is_empty(), "{rate} Hz: {e:?}");
         }
+    }
+
+    #[test]
+    fn the_model_rests_through_steady_noise_and_runs_through_speech() {
+        let feed = |audio: &[i16]| {
+            let mut vad = vad16(200, 600, 400);
+            vad.analyse(audio);
+            (vad.inferences, vad.windows_total as u64)
+        };
+        let (ran, windows) = feed(&signal::noise(16000, 3.0, 0.05, 11));
+        assert!(ran * 10 < windows, "noise: model ran on {ran} of {windows} windows");
+        let (ran, windows) = feed(&signal::vowels(16000, 3.0));
+        assert!(ran * 10 > windows * 9, "voice: model ran on {ran} of {windows} windows");
     }
 
     #[test]

@@ -19,26 +19,31 @@ struct Counting;
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
+        live(layout.size() as i64);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        live(-(layout.size() as i64));
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
+        live(layout.size() as i64);
         // SAFETY: same contract as ours.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
+        live(new_size as i64 - layout.size() as i64);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -52,11 +57,20 @@ fn count() {
     });
 }
 
+fn live(delta: i64) {
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = LIVE_BYTES.try_with(|n| n.set(n.get() + delta));
+        }
+    });
+}
+
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
     ALLOCATIONS.with(|n| n.set(0));
+    LIVE_BYTES.with(|n| n.set(0));
     COUNTING.with(|on| on.set(true));
     let out = f();
     COUNTING.with(|on| on.set(false));
@@ -135,4 +149,53 @@ fn stats(chain: &FusedChain) -> (u64, u64) {
     let s = chain.stats();
     let get = |id: &str| s.iter().find(|(n, _)| &**n == id).unwrap().1.frames_in;
     (get("vad"), get("sink"))
+}
+
+/// Heap held by one call's front half: 100 pipelines started and fed on this thread (a
+/// current-thread runtime, so every task allocates here), bytes still live divided by 100.
+#[test]
+fn a_call_s_front_half_holds_well_under_a_mebibyte() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let graph = caly::graph::load(
+        &repo("pipelines/front_half.toml"),
+        &Registry::with_builtin(),
+        &CompileOptions {
+            source_rate: Some(8000),
+        },
+    )
+    .unwrap();
+    let calls = 100;
+    let chunk = vec![0u8; 320];
+    let (pipelines, _) = counted(|| {
+        rt.block_on(async {
+            let mut v = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let mut p =
+                    caly::pipeline::Pipeline::start(graph.clone(), PipelineOptions::default())
+                        .unwrap();
+                let mut s = p.take_source("caller").unwrap();
+                for _ in 0..50 {
+                    s.push(Frame::Packet(Packet { bytes: &chunk }));
+                    tokio::task::yield_now().await;
+                }
+                v.push((p, s));
+            }
+            v
+        })
+    });
+    let live = LIVE_BYTES.with(Cell::get);
+    let per_call = live / calls as i64;
+    println!(
+        "heap per call (front half, 8 kHz → 24 kHz): {:.1} KiB",
+        per_call as f64 / 1024.0
+    );
+    assert!(
+        per_call > 16 * 1024,
+        "the measurement saw the pipelines: {per_call} bytes"
+    );
+    assert!(per_call < 1024 * 1024, "{per_call} bytes per call");
+    drop(pipelines);
 }
