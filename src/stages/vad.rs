@@ -119,8 +119,8 @@ pub struct Vad {
     before: [[i16; WINDOW]; WARM_UP_WINDOWS],
     /// Windows analysed so far.
     windows_total: usize,
-    /// Windows in a row the model has skipped.
-    rested: usize,
+    /// Windows since the model last ran.
+    unheard: usize,
     /// Times the model ran.
     inferences: u64,
     /// Mean squares of the last [`SMOOTH_WINDOWS`] non-silent windows.
@@ -208,7 +208,7 @@ impl Vad {
             recent_seen: 0,
             before: [[0; WINDOW]; WARM_UP_WINDOWS],
             windows_total: 0,
-            rested: 0,
+            unheard: 0,
             inferences: 0,
         })
     }
@@ -283,16 +283,16 @@ impl Vad {
         let loud = self.above_floor();
         let voiced = if loud || self.state != State::Quiet {
             // Replay what the model missed, up to WARM_UP_WINDOWS, oldest first.
-            let missed = self.rested.min(WARM_UP_WINDOWS);
+            let missed = self.unheard.min(WARM_UP_WINDOWS);
             for k in (1..=missed).rev() {
                 let slot = (self.windows_total + WARM_UP_WINDOWS - k) % WARM_UP_WINDOWS;
                 let _ = self.detector.predict_i16(&self.before[slot]);
             }
             self.inferences += missed as u64 + 1;
-            self.rested = 0;
+            self.unheard = 0;
             self.detector.predict_i16(&self.window) >= self.spec.threshold && loud
         } else {
-            self.rested += 1;
+            self.unheard += 1;
             false
         };
         self.before[self.windows_total % WARM_UP_WINDOWS] = self.window;
@@ -449,6 +449,27 @@ mod tests {
         h.finish().unwrap();
         assert_eq!(h.audio(0), audio, "vad passes audio through untouched");
         h.events()
+    }
+
+    #[test]
+    fn one_big_chunk_and_many_small_ones_give_the_same_events() {
+        for rate in VAD_RATES {
+            let mut audio = signal::silence(*rate, 0.5);
+            audio.extend(signal::vowels(*rate, 1.0));
+            audio.extend(signal::silence(*rate, 1.0));
+            let run = |window: usize| {
+                let mut h = Harness::new("vad", "", &[Format::audio(*rate)]);
+                for chunk in audio.chunks(window) {
+                    h.push_audio(chunk);
+                }
+                h.finish().unwrap();
+                h.events()
+            };
+            let big = run(audio.len());
+            assert_eq!(big.len(), 3, "{rate} Hz: {big:?}");
+            assert_eq!(run(*rate as usize / 50), big, "{rate} Hz, 20 ms chunks");
+            assert_eq!(run(37), big, "{rate} Hz, 37-sample chunks");
+        }
     }
 
     #[test]
