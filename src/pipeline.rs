@@ -29,6 +29,8 @@ use crate::stage::{
 
 /// Control messages one task can have queued.
 const CONTROL_CAPACITY: usize = 32;
+/// Items a fused task takes from its inlet before it looks at its control lane again.
+const PUMP_BATCH: usize = 16;
 /// Bus events a slow subscriber may fall behind by before it misses some.
 const BUS_CAPACITY: usize = 1024;
 
@@ -39,6 +41,8 @@ pub struct PipelineOptions {
     pub call_id: Option<Arc<str>>,
     /// Time every stage call (for `caly replay`'s per-stage cost).
     pub profile: bool,
+    /// Publish on this bus instead of a new one: subscribe before starting and miss nothing.
+    pub bus: Option<Bus>,
 }
 
 /// Something that happened inside a call, for whoever listens (transport, store, replay).
@@ -462,7 +466,7 @@ struct FusedGroup {
 impl Pipeline {
     /// Builds every stage for one call and starts its tasks. Must run inside a tokio runtime.
     pub fn start(graph: Arc<Graph>, options: PipelineOptions) -> Result<Pipeline, BuildError> {
-        let bus = Bus::new();
+        let bus = options.bus.clone().unwrap_or_default();
         let mut parts = Parts::build(&graph, &bus, &options)?;
         let mut set = JoinSet::new();
         let span = tracing::info_span!(
@@ -651,9 +655,13 @@ impl FusedGroup {
         Ok(())
     }
 
-    /// Processes what the inlet holds now, stopping early if a `block` ring filled up.
+    /// Processes what the inlet holds now, stopping early if a `block` ring filled up, and
+    /// after [`PUMP_BATCH`] items so the control lane is never kept waiting behind audio.
     fn pump(&mut self) -> Result<(), StageError> {
-        while let Some((target, frame)) = self.inlet.try_next() {
+        for _ in 0..PUMP_BATCH {
+            let Some((target, frame)) = self.inlet.try_next() else {
+                break;
+            };
             dispatch(&mut self.nodes, 0, target, frame)?;
             if self.needs_flush() {
                 break;

@@ -143,14 +143,16 @@ pub async fn run(input: &Path, options: &ReplayOptions) -> Result<ReplayReport, 
     };
     let graph = graph::load(&options.pipeline, &registry, &compile)?;
     let started = Instant::now();
+    let bus = crate::pipeline::Bus::new();
+    let mut events_rx = bus.subscribe();
     let mut pipeline = Pipeline::start(
         Arc::clone(&graph),
         PipelineOptions {
             call_id: Some(Arc::from("replay")),
             profile: true,
+            bus: Some(bus),
         },
     )?;
-    let mut bus = pipeline.bus().subscribe();
     let (source_id, mut source) = pipeline.take_first_source().ok_or(ReplayError::NoSource)?;
     let format = graph
         .node(&source_id)
@@ -184,7 +186,7 @@ pub async fn run(input: &Path, options: &ReplayOptions) -> Result<ReplayReport, 
     let wall = started.elapsed();
     let mut events = Vec::new();
     loop {
-        match bus.try_recv() {
+        match events_rx.try_recv() {
             Ok(e) => {
                 if let BusKind::Event(ev) = e.kind {
                     events.push((e.stage, ev));

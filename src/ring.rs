@@ -521,6 +521,14 @@ impl<S: Copy + Default + Send + 'static> RingWriter<S> {
 
 impl<S> Drop for RingWriter<S> {
     fn drop(&mut self) {
+        // Dropped without `close` (its task was aborted): what still waited here is lost, and
+        // counted as such.
+        let stats = &self.shared.stats;
+        let stash = self.stash.as_ref().map_or(0, |s| s.occupied_len());
+        let data = (self.pending.len() + stash) as u64;
+        stats.dropped.fetch_add(data, Ordering::Relaxed);
+        let marks = self.pending_marks.len() as u64;
+        stats.frames_dropped.fetch_add(marks, Ordering::Relaxed);
         self.shared.closed.store(true, Ordering::Release);
         self.shared.reader_waker.wake();
     }

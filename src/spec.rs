@@ -552,16 +552,8 @@ impl<'t> PipelineSpec<'t> {
                 }
             }
             DeValue::Table(table) => {
-                let keys: Vec<_> = table.keys().cloned().collect();
-                for k in keys {
-                    if let Some(v) = table.get_mut(k.get_ref().as_ref()) {
-                        let mut taken =
-                            std::mem::replace(v, Spanned::new(0..0, DeValue::Boolean(false)));
-                        self.interpolate(stage, &mut taken);
-                        if let Some(v) = table.get_mut(k.get_ref().as_ref()) {
-                            *v = taken;
-                        }
-                    }
+                for (_, v) in table.iter_mut() {
+                    self.interpolate(stage, v);
                 }
             }
             _ => {}

@@ -30,8 +30,13 @@ async fn a_failing_or_panicking_stage_ends_only_its_own_call() {
             "[stages.boom]\nkind = \"fail_after\"\nframes = 3\npanic = true\n",
         ),
     ] {
-        let mut bad = Pipeline::start(graph(fail), PipelineOptions::default()).unwrap();
-        let mut bus = bad.bus().subscribe();
+        let bus_handle = caly::pipeline::Bus::new();
+        let mut bus = bus_handle.subscribe();
+        let options = PipelineOptions {
+            bus: Some(bus_handle),
+            ..PipelineOptions::default()
+        };
+        let mut bad = Pipeline::start(graph(fail), options).unwrap();
         let mut good = Pipeline::start(graph(""), PipelineOptions::default()).unwrap();
         let outcome = within(Duration::from_secs(10), "failing call", bad.finished()).await;
         match &outcome {
