@@ -6,13 +6,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use base64::Engine as _;
 use caly::frame::{Frame, Packet};
 use caly::pipeline::{FusedChain, PipelineOptions};
 use caly::registry::{CompileOptions, Registry};
 use caly::spec::PipelineSpec;
 use caly::telephony::exotel::{Inbound, decode_payload};
-use caly::testing::read_wav_mono;
+use caly::testing::{exotel_media_messages, read_wav_mono};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn messages() -> Vec<String> {
@@ -21,18 +20,7 @@ fn messages() -> Vec<String> {
         "/fixtures/audio/speech_en_hi_8k.wav"
     );
     let (_, speech) = read_wav_mono(path.as_ref()).unwrap();
-    speech
-        .chunks_exact(160)
-        .enumerate()
-        .map(|(i, c)| {
-            let bytes: Vec<u8> = c.iter().flat_map(|s| s.to_le_bytes()).collect();
-            let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
-            format!(
-                r#"{{"event":"media","sequence_number":"{i}","stream_sid":"MZ1","media":{{"chunk":"{i}","timestamp":"{}","payload":"{payload}"}}}}"#,
-                i * 20
-            )
-        })
-        .collect()
+    exotel_media_messages(&speech, 160, "MZ1")
 }
 
 fn chain(text: &str) -> FusedChain {

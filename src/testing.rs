@@ -110,6 +110,25 @@ pub fn read_wav_mono(path: &Path) -> Result<(u32, Vec<i16>), String> {
     Ok((spec.sample_rate, mono))
 }
 
+/// Exotel `media` messages carrying `pcm` (PCM16LE, base64) in chunks of `chunk` samples, as a
+/// Voicebot stream would send them, with numbers as strings the way some Exotel pages show.
+pub fn exotel_media_messages(pcm: &[i16], chunk: usize, stream_sid: &str) -> Vec<String> {
+    use base64::Engine as _;
+    pcm.chunks(chunk.max(1))
+        .enumerate()
+        .map(|(i, c)| {
+            let bytes: Vec<u8> = c.iter().flat_map(|s| s.to_le_bytes()).collect();
+            let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
+            format!(
+                r#"{{"event":"media","sequence_number":"{}","stream_sid":"{stream_sid}","media":{{"chunk":"{}","timestamp":"{}","payload":"{payload}"}}}}"#,
+                i + 2,
+                i + 1,
+                i * 20
+            )
+        })
+        .collect()
+}
+
 /// Writes mono PCM16 as a WAV file.
 pub fn write_wav_mono(path: &Path, rate: u32, samples: &[i16]) -> Result<(), String> {
     let spec = hound::WavSpec {

@@ -10,7 +10,7 @@ use caly::frame::{Frame, Packet};
 use caly::pipeline::{FusedChain, PipelineOptions};
 use caly::registry::{CompileOptions, Registry};
 use caly::telephony::exotel::{Inbound, decode_payload};
-use caly::testing::read_wav_mono;
+use caly::testing::{exotel_media_messages, read_wav_mono};
 
 use crate::helpers::repo;
 
@@ -84,33 +84,26 @@ fn the_counter_sees_allocations() {
     assert!(n >= 1);
 }
 
-#[test]
-fn the_fused_front_half_allocates_nothing_per_chunk_in_steady_state() {
-    let graph = caly::graph::load(
+fn front_half() -> std::sync::Arc<caly::graph::Graph> {
+    caly::graph::load(
         &repo("pipelines/front_half.toml"),
         &Registry::with_builtin(),
         &CompileOptions {
             source_rate: Some(8000),
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn the_fused_front_half_allocates_nothing_per_chunk_in_steady_state() {
+    let graph = front_half();
     let mut chain = FusedChain::new(&graph, PipelineOptions::default()).unwrap();
     // Real speech, as Exotel would send it: 20 ms media messages.
     let (rate, speech) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
     assert_eq!(rate, 8000);
-    let messages: Vec<String> = speech
-        .chunks_exact(160)
-        .enumerate()
-        .map(|(i, c)| {
-            let bytes: Vec<u8> = c.iter().flat_map(|s| s.to_le_bytes()).collect();
-            use base64::Engine as _;
-            let payload = base64::engine::general_purpose::STANDARD.encode(bytes);
-            format!(
-                r#"{{"event":"media","sequence_number":"{i}","stream_sid":"MZ1","media":{{"chunk":"{i}","timestamp":"{}","payload":"{payload}"}}}}"#,
-                i * 20
-            )
-        })
-        .collect();
+    let whole = speech.len() / 160 * 160;
+    let messages = exotel_media_messages(&speech[..whole], 160, "MZ1");
     let mut buf = Vec::new();
     let mut feed = |chain: &mut FusedChain, m: &str| {
         let msg = Inbound::parse(m).unwrap();
@@ -159,14 +152,7 @@ fn a_call_s_front_half_holds_well_under_a_mebibyte() {
         .enable_all()
         .build()
         .unwrap();
-    let graph = caly::graph::load(
-        &repo("pipelines/front_half.toml"),
-        &Registry::with_builtin(),
-        &CompileOptions {
-            source_rate: Some(8000),
-        },
-    )
-    .unwrap();
+    let graph = front_half();
     let calls = 100;
     let chunk = vec![0u8; 320];
     let (pipelines, _) = counted(|| {
