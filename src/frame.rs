@@ -84,6 +84,8 @@ pub enum Event {
         /// How long the speech lasted.
         speech: Duration,
     },
+    /// The bot's reply has been produced in full (its audio may still be playing).
+    ReplyEnded,
     /// The caller pressed a key.
     Dtmf {
         /// `0`-`9`, `*` or `#`.
@@ -139,7 +141,11 @@ impl OwnedFrame {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     /// The caller barged in: drop what is queued for playback, cancel what is being generated.
-    Interrupt,
+    Interrupt {
+        /// How much of the bot's current reply the caller has heard (from Exotel's mark echoes),
+        /// so the model's own record can be cut there.
+        heard: Duration,
+    },
     /// Speak this text to the caller (agent results, prompts for a missing slot).
     Say(String),
     /// End the call after what is queued has played.

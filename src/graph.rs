@@ -22,6 +22,9 @@ use crate::stage::Port;
 
 /// Marks on an audio edge (events between chunks) a ring holds at most.
 const AUDIO_EDGE_FRAME_CAPACITY: usize = 64;
+/// Capacity of the ring a sink's output leaves the graph through. The transport drains it as
+/// soon as anything arrives (into its own paced queue), so it only has to absorb one burst.
+const OUTLET_MS: u32 = 200;
 
 /// A compiled pipeline, shared by every call that runs it.
 #[derive(Debug)]
@@ -59,6 +62,8 @@ pub struct GraphNode {
     pub task: usize,
     /// For a synchronous source: the ring the outside world (the transport) feeds.
     pub source_ring: Option<RingPlan>,
+    /// For a sink with an output port: the ring the outside world (the transport) drains.
+    pub sink_ring: Option<RingPlan>,
 }
 
 /// One edge of a compiled graph.
@@ -329,6 +334,23 @@ impl Graph {
                 );
             }
         }
+        for n in &self.nodes {
+            if let (Some(r), Some(port)) = (n.sink_ring, n.ports.first()) {
+                let _ = writeln!(
+                    s,
+                    "  \"out:{}\" [shape=plaintext, label=\"transport\"];",
+                    n.id
+                );
+                let _ = writeln!(
+                    s,
+                    "  {:?} -> \"out:{}\" [label=\"{} · {}\"];",
+                    &*n.id,
+                    n.id,
+                    port.format,
+                    r.describe()
+                );
+            }
+        }
         for e in &self.edges {
             let _ = writeln!(
                 s,
@@ -393,6 +415,28 @@ impl Graph {
             let _ = writeln!(s, "  %% {}", path_line(&p));
         }
         s
+    }
+}
+
+/// The ring out of a sink: lossless (`block`): bot audio must not be dropped on its way out.
+fn outlet_plan(format: Format) -> RingPlan {
+    let (capacity, framed, capacity_ms) = match format {
+        Format::Audio(a) => (a.samples_in_ms(OUTLET_MS), false, Some(OUTLET_MS)),
+        Format::Encoded(e) => (
+            e.bytes_in_ms(OUTLET_MS),
+            e.encoding.is_framed(),
+            Some(OUTLET_MS),
+        ),
+        Format::Text | Format::Events => (0, false, None),
+    };
+    RingPlan {
+        config: RingConfig {
+            capacity,
+            frame_capacity: AUDIO_EDGE_FRAME_CAPACITY,
+            when_full: WhenFull::Block,
+            framed,
+        },
+        capacity_ms,
     }
 }
 
@@ -854,6 +898,10 @@ impl Compiler<'_, '_> {
                     edges[*e].ring = Some(plan);
                 }
             }
+            let sink_ring = match (info.role, neg.ports.first()) {
+                (Role::Sink, Some(port)) => Some(outlet_plan(port.format)),
+                _ => None,
+            };
             let source_ring = if info.role == Role::Source && !info.task {
                 neg.ports
                     .first()
@@ -872,6 +920,7 @@ impl Compiler<'_, '_> {
                 latency: neg.latency,
                 task,
                 source_ring,
+                sink_ring,
             });
         }
         Some(Graph {

@@ -205,28 +205,28 @@ pub enum EdgeReader {
 }
 
 impl EdgeReader {
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             EdgeReader::Samples(r, _) => r.poll_ready(cx),
             EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.poll_ready(cx),
         }
     }
 
-    fn is_finished(&mut self) -> bool {
+    pub(crate) fn is_finished(&mut self) -> bool {
         match self {
             EdgeReader::Samples(r, _) => r.is_finished(),
             EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.is_finished(),
         }
     }
 
-    fn has_item(&mut self) -> bool {
+    pub(crate) fn has_item(&mut self) -> bool {
         match self {
             EdgeReader::Samples(r, _) => r.has_item(),
             EdgeReader::Bytes(r) | EdgeReader::Frames(r) => r.has_item(),
         }
     }
 
-    fn try_next(&mut self) -> Option<Frame<'_>> {
+    pub(crate) fn try_next(&mut self) -> Option<Frame<'_>> {
         match self {
             EdgeReader::Samples(r, format) => {
                 let format = *format;
@@ -392,6 +392,37 @@ impl SourceHandle {
     }
 }
 
+/// The handle the transport uses to drain a sink's output (e.g. `call_playback`'s bot audio).
+pub struct SinkHandle {
+    reader: EdgeReader,
+}
+
+impl SinkHandle {
+    /// Waits until a frame is available (`true`) or the stream has ended (`false`).
+    pub async fn ready(&mut self) -> bool {
+        poll_fn(|cx| self.reader.poll_ready(cx)).await;
+        !self.reader.is_finished()
+    }
+
+    /// Takes a frame if one is available now.
+    pub fn try_next(&mut self) -> Option<Frame<'_>> {
+        if self.reader.has_item() {
+            self.reader.try_next()
+        } else {
+            None
+        }
+    }
+
+    /// Discards everything available now (barge-in); returns how many frames went.
+    pub fn discard(&mut self) -> usize {
+        let mut n = 0;
+        while self.try_next().is_some() {
+            n += 1;
+        }
+        n
+    }
+}
+
 /// A control message for one node of a task.
 pub(crate) struct Addressed {
     node: usize,
@@ -436,6 +467,7 @@ pub struct Pipeline {
     graph: Arc<Graph>,
     bus: Bus,
     sources: Vec<(Arc<str>, SourceHandle)>,
+    sinks: Vec<(Arc<str>, SinkHandle)>,
     controls: HashMap<Arc<str>, (mpsc::Sender<Addressed>, usize)>,
     node_stats: Vec<(Arc<str>, Arc<NodeStats>)>,
     ring_stats: Vec<(Arc<str>, RingObserver)>,
@@ -484,6 +516,7 @@ impl Pipeline {
             graph,
             bus,
             sources: parts.sources,
+            sinks: parts.sinks,
             controls: parts.controls,
             node_stats: parts.node_stats,
             ring_stats: parts.ring_stats,
@@ -518,6 +551,39 @@ impl Pipeline {
             .map(|n| Arc::clone(&n.id))?;
         let handle = self.take_source(&first)?;
         Some((first, handle))
+    }
+
+    /// Takes the output of a sink stage with an output port (e.g. `call_playback`).
+    pub fn take_sink(&mut self, stage: &str) -> Option<SinkHandle> {
+        let i = self.sinks.iter().position(|(id, _)| &**id == stage)?;
+        Some(self.sinks.swap_remove(i).1)
+    }
+
+    /// Takes the output of the first sink that has one.
+    pub fn take_first_sink(&mut self) -> Option<(Arc<str>, SinkHandle)> {
+        let first = self
+            .graph
+            .nodes()
+            .iter()
+            .find(|n| n.sink_ring.is_some())
+            .map(|n| Arc::clone(&n.id))?;
+        let handle = self.take_sink(&first)?;
+        Some((first, handle))
+    }
+
+    /// Sends a control message to every stage (e.g. `Interrupt` on barge-in); a full lane
+    /// refuses it for that stage only. Returns how many stages it reached.
+    pub fn control_all(&self, control: &Control) -> usize {
+        self.controls
+            .values()
+            .filter(|(tx, node)| {
+                tx.try_send(Addressed {
+                    node: *node,
+                    control: control.clone(),
+                })
+                .is_ok()
+            })
+            .count()
     }
 
     /// Sends a control message to a stage, never waiting: a full lane refuses it.
@@ -726,6 +792,7 @@ impl FusedGroup {
 struct Parts {
     groups: Vec<Group>,
     sources: Vec<(Arc<str>, SourceHandle)>,
+    sinks: Vec<(Arc<str>, SinkHandle)>,
     controls: HashMap<Arc<str>, (mpsc::Sender<Addressed>, usize)>,
     node_stats: Vec<(Arc<str>, Arc<NodeStats>)>,
     ring_stats: Vec<(Arc<str>, RingObserver)>,
@@ -804,6 +871,20 @@ impl Parts {
                 }
             }
         }
+        let mut sinks = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if let (Some(plan), Some(port)) = (&n.sink_ring, n.ports.first()) {
+                let label: Arc<str> = format!("{} -> transport", n.id).into();
+                let (w, r) = edge_ring(plan, port.format, Arc::clone(&label));
+                ring_stats.push((label, observer(&w)));
+                if n.kind.task {
+                    task_routes[i][0].push(w);
+                } else {
+                    routes[i][0].push(Route::Ring(Box::new(w)));
+                }
+                sinks.push((Arc::clone(&n.id), SinkHandle { reader: r }));
+            }
+        }
         for (i, n) in nodes.iter().enumerate() {
             if let (Some(plan), Some(port)) = (&n.source_ring, n.ports.first()) {
                 let label: Arc<str> = format!("transport -> {}", n.id).into();
@@ -858,6 +939,7 @@ impl Parts {
         Ok(Parts {
             groups,
             sources,
+            sinks,
             controls,
             node_stats,
             ring_stats,

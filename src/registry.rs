@@ -435,7 +435,10 @@ mod tests {
                 for f in first {
                     h.push(f.as_frame()).unwrap();
                 }
-                h.control(&Control::Interrupt).unwrap();
+                h.control(&Control::Interrupt {
+                    heard: Duration::ZERO,
+                })
+                .unwrap();
                 for f in second {
                     h.push(f.as_frame()).unwrap_or_else(|e| {
                         panic!("{} after Interrupt on {format}: {e}", k.info.name)

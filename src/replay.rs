@@ -259,6 +259,7 @@ impl ReplayReport {
                     speech.as_secs_f64()
                 ),
                 Event::Dtmf { digit } => format!("           {stage:<10} dtmf {digit}"),
+                Event::ReplyEnded => format!("           {stage:<10} reply ended"),
             };
             let _ = writeln!(s, "  {line}");
         }

@@ -456,6 +456,15 @@ pub fn run_to_end(graph: Arc<Graph>) -> Result<Outcome, String> {
     rt.block_on(async move {
         let mut pipeline = Pipeline::start(Arc::clone(&graph), PipelineOptions::default())
             .map_err(|e| e.to_string())?;
+        // Drain every sink's output, as a transport would.
+        let mut drains = tokio::task::JoinSet::new();
+        while let Some((_, mut sink)) = pipeline.take_first_sink() {
+            drains.spawn(async move {
+                while sink.ready().await {
+                    sink.discard();
+                }
+            });
+        }
         for node in graph.nodes().iter().filter(|n| n.source_ring.is_some()) {
             let Some(mut source) = pipeline.take_source(&node.id) else {
                 continue;

@@ -24,11 +24,13 @@ stages! {
     encode => Encode,
     resample => Resample,
     vad => Vad,
+    call_playback => CallPlayback,
     // Test, bench and replay kinds.
     replay => Replay,
     blackhole => Blackhole,
     slow_sink => SlowSink,
     fail_after => FailAfter,
+    tone_responder => ToneResponder,
 }
 
 pub(crate) use resample::StreamResampler;

@@ -64,6 +64,14 @@ impl StreamResampler {
         })
     }
 
+    /// Forgets all audio in flight (barge-in): the next sample starts a fresh stream.
+    pub(crate) fn reset(&mut self) {
+        self.inner.reset();
+        self.filled = 0;
+        self.consumed = 0;
+        self.produced = 0;
+    }
+
     /// Output samples by which every input sample is delayed.
     pub(crate) fn delay_samples(&self) -> usize {
         self.delay

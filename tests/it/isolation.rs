@@ -100,10 +100,20 @@ async fn control_messages_reach_their_stage_and_unknown_stages_are_refused() {
         CompileOptions::default(),
     );
     let mut p = Pipeline::start(graph, PipelineOptions::default()).unwrap();
-    p.control("decode", caly::frame::Control::Interrupt)
-        .unwrap();
+    p.control(
+        "decode",
+        caly::frame::Control::Interrupt {
+            heard: Duration::ZERO,
+        },
+    )
+    .unwrap();
     assert!(matches!(
-        p.control("nope", caly::frame::Control::Interrupt),
+        p.control(
+            "nope",
+            caly::frame::Control::Interrupt {
+                heard: Duration::ZERO
+            }
+        ),
         Err(caly::pipeline::ControlError::UnknownStage(_))
     ));
     let source = p.take_source("caller").unwrap();

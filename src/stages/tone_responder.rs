@@ -1,0 +1,157 @@
+//! `tone_responder` (test kind): a stand-in bot until the realtime stage lands. It answers each
+//! caller turn (`SpeechStopped`) with `turn_ms` of a `turn_hz` tone and each DTMF key with
+//! `dtmf_ms` of a `dtmf_hz` tone, then `ReplyEnded`. Tones of different pitch let a load
+//! generator tell a turn's reply from a DTMF probe's. Caller audio in is ignored; PCM16 at
+//! `sample_rate` out. Adds no delay: a reply is emitted whole the moment its trigger arrives.
+
+use serde::Deserialize;
+
+use crate::format::{AudioFormat, Caps, Format};
+use crate::frame::{AudioChunk, Event, Frame};
+use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
+use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::testing::signal;
+
+fn default_sample_rate() -> u32 {
+    24000
+}
+fn default_turn_hz() -> f32 {
+    440.0
+}
+fn default_turn_ms() -> u32 {
+    1000
+}
+fn default_dtmf_hz() -> f32 {
+    1000.0
+}
+fn default_dtmf_ms() -> u32 {
+    200
+}
+
+/// Parameters of `tone_responder`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToneResponderSpec {
+    /// Rate in Hz of the replies (24000, like the Realtime API's audio).
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    /// Pitch in Hz of the reply to a caller turn.
+    #[serde(default = "default_turn_hz")]
+    pub turn_hz: f32,
+    /// Length in ms of the reply to a caller turn (0: no reply).
+    #[serde(default = "default_turn_ms")]
+    pub turn_ms: u32,
+    /// Pitch in Hz of the reply to a DTMF key.
+    #[serde(default = "default_dtmf_hz")]
+    pub dtmf_hz: f32,
+    /// Length in ms of the reply to a DTMF key (0: no reply).
+    #[serde(default = "default_dtmf_ms")]
+    pub dtmf_ms: u32,
+}
+
+/// Answers turns and keys with tones.
+pub struct ToneResponder {
+    format: AudioFormat,
+    turn: Vec<i16>,
+    dtmf: Vec<i16>,
+    produced: u64,
+}
+
+impl StageKind for ToneResponder {
+    const NAME: &'static str = "tone_responder";
+    const SUMMARY: &'static str = "Test bot: answers each caller turn and DTMF key with a tone.";
+    const EXAMPLE: &'static str = "turn_ms = 300";
+    const ROLE: Role = Role::Transform;
+    const TEST_ONLY: bool = true;
+    type Spec = ToneResponderSpec;
+
+    fn input_caps(_: &ToneResponderSpec) -> Caps {
+        Caps::Any
+    }
+
+    fn validate(spec: &ToneResponderSpec) -> Vec<Invalid> {
+        let mut invalid = Vec::new();
+        for (key, ms) in [("turn_ms", spec.turn_ms), ("dtmf_ms", spec.dtmf_ms)] {
+            if ms > 60_000 {
+                invalid.push(Invalid {
+                    key,
+                    message: "at most 60000 ms".into(),
+                });
+            }
+        }
+        if !(8000..=48000).contains(&spec.sample_rate) {
+            invalid.push(Invalid {
+                key: "sample_rate",
+                message: "between 8000 and 48000 Hz".into(),
+            });
+        }
+        invalid
+    }
+
+    fn negotiate(
+        spec: &ToneResponderSpec,
+        _: &[Format],
+        _: &CompileOptions,
+    ) -> Result<Negotiated, String> {
+        Ok(Negotiated::out(Format::audio(spec.sample_rate)))
+    }
+
+    fn build(spec: &ToneResponderSpec, _: &BuildCtx<'_>) -> Result<Runnable, BuildError> {
+        let rate = spec.sample_rate;
+        Ok(Runnable::Inline(Box::new(ToneResponder {
+            format: AudioFormat::pcm16(rate),
+            turn: signal::sine(rate, spec.turn_hz, spec.turn_ms as f32 / 1000.0, 0.3),
+            dtmf: signal::sine(rate, spec.dtmf_hz, spec.dtmf_ms as f32 / 1000.0, 0.3),
+            produced: 0,
+        })))
+    }
+}
+
+impl ToneResponder {
+    fn reply(&mut self, dtmf: bool, out: &mut Output<'_>) -> Result<(), StageError> {
+        let tone = if dtmf { &self.dtmf } else { &self.turn };
+        if tone.is_empty() {
+            return Ok(());
+        }
+        let pts = self.format.duration_of(self.produced);
+        self.produced += tone.len() as u64;
+        out.push(Frame::Audio(AudioChunk {
+            pts,
+            samples: tone,
+        }))?;
+        out.push(Frame::Event(&Event::ReplyEnded))
+    }
+}
+
+impl Stage for ToneResponder {
+    fn process(&mut self, frame: Frame<'_>, out: &mut Output<'_>) -> Result<(), StageError> {
+        match frame {
+            Frame::Event(Event::SpeechStopped { .. }) => self.reply(false, out),
+            Frame::Event(Event::Dtmf { .. }) => self.reply(true, out),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::Harness;
+
+    #[test]
+    fn each_turn_and_key_gets_its_own_tone_then_reply_ended() {
+        let mut h = Harness::new("tone_responder", "turn_ms = 100\ndtmf_ms = 40\nsample_rate = 8000", &[Format::audio(8000)]);
+        h.push(Frame::Event(&Event::SpeechStopped {
+            at: Duration::ZERO,
+            speech: Duration::ZERO,
+        }))
+        .unwrap();
+        h.push(Frame::Event(&Event::Dtmf { digit: '1' })).unwrap();
+        h.push_audio(&[0; 160]);
+        let chunks = h.audio_chunks(0);
+        assert_eq!(chunks.iter().map(|(_, s)| s.len()).collect::<Vec<_>>(), [800, 320]);
+        assert_eq!(h.events(), [Event::ReplyEnded, Event::ReplyEnded]);
+    }
+}
