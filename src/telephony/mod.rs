@@ -2,3 +2,4 @@
 //! provider's messages into frames for `call_audio` and back.
 
 pub mod exotel;
+pub mod outbound;
