@@ -1,40 +1,56 @@
-//! `caly serve`: loads and compiles the pipeline, binds the listener first (so port 0 works in
-//! tests), serves the HTTP routes, and shuts down gracefully on SIGTERM or Ctrl-C.
-//!
-//! Routes so far: `GET /healthz` (the process is up) and `GET /readyz` (the pipeline compiled
-//! and the server is not draining). The Exotel transport, webhooks and REST API join here as
-//! their issues land.
+//! `caly serve`: compiles the pipeline (once per sample rate a call may ask for), binds the
+//! listener first (so port 0 works in tests), serves the routes, and drains on shutdown: new
+//! calls are refused, calls in progress get `drain_grace` to finish, then are ended cleanly.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::graph::{self, Graph};
+use crate::metrics::Metrics;
 use crate::registry::{CompileOptions, Registry};
 use crate::settings::ServeArgs;
+use crate::telephony::session::{GraphSet, SessionConfig, SessionReport};
+
+/// Rates Exotel streams at (PROTOCOLS.md §1.2).
+const EXOTEL_RATES: &[u32] = &[8000, 16000, 24000];
+/// Most bot audio a call holds for playback.
+const MAX_BOT_QUEUE: Duration = Duration::from_secs(120);
+/// After the grace period, how long ended calls get to close.
+const END_CALLS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
-    /// The compiled pipeline calls run (at its default source rate).
+    /// The pipeline compiled at its default rate (for `/readyz`).
     pub graph: Arc<Graph>,
-    /// Set once shutdown has begun.
+    /// What every call's session shares.
+    pub session: SessionConfig,
+    /// Set once shutdown has begun: new calls are refused.
     pub draining: Arc<AtomicBool>,
+    /// One permit per call that may stream at once.
+    pub admission: Arc<Semaphore>,
+    /// The configured maximum.
+    pub max_calls: usize,
+    /// Every call's session task.
+    pub calls: TaskTracker,
+    /// `user:password` for the stream upgrade, if required.
+    pub stream_auth: Option<Arc<str>>,
 }
 
 /// A server that has bound its port and compiled its pipeline.
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    grace: Duration,
 }
 
 impl App {
@@ -43,21 +59,51 @@ impl App {
         let registry = Registry::with_builtin();
         let graph = graph::load(&args.pipeline, &registry, &CompileOptions::default())
             .with_context(|| format!("pipeline {} does not compile", args.pipeline.display()))?;
+        let mut graphs = GraphSet::default();
+        for rate in EXOTEL_RATES {
+            let options = CompileOptions {
+                source_rate: Some(*rate),
+            };
+            if let Ok(g) = graph::load(&args.pipeline, &registry, &options) {
+                graphs.insert(*rate, g);
+            }
+        }
         let listener = TcpListener::bind(args.listen())
             .await
             .with_context(|| format!("cannot listen on {}", args.listen()))?;
+        if args.stream_auth.is_none() {
+            tracing::warn!(
+                "CALY_STREAM_AUTH is not set: anyone who finds the stream URL can connect."
+            );
+        }
         tracing::info!(
             pipeline = %graph.name,
             stages = graph.nodes().len(),
             tasks = graph.tasks().len(),
+            rates = ?graphs.rates(),
             "Pipeline compiled."
         );
+        let session = SessionConfig {
+            graphs: Arc::new(graphs),
+            metrics: Arc::new(Metrics::new()),
+            idle_timeout: args.idle_timeout(),
+            max_duration: args.max_call(),
+            max_bot_queue: MAX_BOT_QUEUE,
+            end_calls: CancellationToken::new(),
+            reports: None,
+        };
         Ok(App {
             listener,
             state: AppState {
                 graph,
+                session,
                 draining: Arc::new(AtomicBool::new(false)),
+                admission: Arc::new(Semaphore::new(args.max_calls)),
+                max_calls: args.max_calls,
+                calls: TaskTracker::new(),
+                stream_auth: args.stream_auth.as_deref().map(Arc::from),
             },
+            grace: args.drain_grace(),
         })
     }
 
@@ -66,55 +112,56 @@ impl App {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// The shared state (tests read its counters).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Sends every call's report to the returned receiver (bounded: reports beyond its
+    /// capacity are dropped, never waited on).
+    pub fn reports(&mut self, capacity: usize) -> mpsc::Receiver<SessionReport> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.state.session.reports = Some(tx);
+        rx
+    }
+
+    /// Serves until `shutdown` resolves, then drains: refuse new calls, wait up to the grace
+    /// period for calls in progress, end the rest cleanly, then stop.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Listening.");
-        let draining = Arc::clone(&self.state.draining);
-        let router = router(self.state);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.store(true, Ordering::SeqCst);
-                tracing::info!("Shutting down.");
-            })
+        let state = self.state.clone();
+        let grace = self.grace;
+        let drained = async move {
+            shutdown.await;
+            state.draining.store(true, Ordering::SeqCst);
+            state.calls.close();
+            tracing::info!(
+                calls = state.calls.len(),
+                grace_secs = grace.as_secs(),
+                "Draining: refusing new calls, letting calls in progress finish."
+            );
+            if tokio::time::timeout(grace, state.calls.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    calls = state.calls.len(),
+                    "Grace period over; ending the remaining calls."
+                );
+                state.session.end_calls.cancel();
+                let _ = tokio::time::timeout(END_CALLS_TIMEOUT, state.calls.wait()).await;
+            }
+            tracing::info!("Drained; shutting down.");
+        };
+        axum::serve(self.listener, crate::http::router(self.state))
+            .with_graceful_shutdown(drained)
             .await
             .context("server failed")
     }
-}
-
-/// Every route, with its state.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(get_healthz))
-        .route("/readyz", get(get_readyz))
-        .with_state(state)
-}
-
-async fn get_healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let draining = state.draining.load(Ordering::SeqCst);
-    let status = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let body = json!({
-        "status": if draining { "draining" } else { "ready" },
-        "pipeline": {
-            "name": state.graph.name,
-            "stages": state.graph.nodes().len(),
-            "tasks": state.graph.tasks().len(),
-        },
-        "draining": draining,
-    });
-    (status, Json(body))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

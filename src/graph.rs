@@ -402,6 +402,17 @@ impl Graph {
                 );
             }
         }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let (Some(r), Some(port)) = (n.sink_ring, n.ports.first()) {
+                let _ = writeln!(
+                    s,
+                    "  {} -->|\"{} · {}\"| out{i}((transport))",
+                    id(i),
+                    port.format,
+                    r.describe()
+                );
+            }
+        }
         for e in &self.edges {
             let _ = writeln!(
                 s,

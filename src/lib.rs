@@ -11,6 +11,7 @@ pub mod pipeline; // Pipeline: one running call (tasks, supervisor, bus, control
 pub mod registry; // StageKind, Registry, and the compliance tests every kind gets
 pub mod replay; // `caly replay`: a WAV or an Exotel capture offline through a pipeline
 pub mod ring; // Ring: bounded lock-free SPSC queue with block / drop_oldest / drop_newest
+pub mod simulate; // `caly simulate`: a load generator that acts as Exotel
 pub mod spec; // PipelineSpec: the TOML file parsed, with file:line for every problem
 pub mod stage; // Stage, TaskStage, Output, and the errors of each phase
 pub mod stages; // every built-in stage kind: the `stages!` list
@@ -18,4 +19,5 @@ pub mod telephony; // provider wire formats (Exotel AgentStream)
 pub mod testing; // signal generators, WAV I/O, a single-stage Harness
 
 pub mod app; // `caly serve`: build, run and shut down the HTTP server
+pub mod http; // the HTTP edges: health, metrics, the Exotel stream
 pub mod settings; // process settings from flags and environment

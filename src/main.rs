@@ -41,6 +41,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Act as Exotel: N concurrent real-time calls against a running server, with a report of
+    /// latency, late and dropped frames, and the server's CPU and memory per call.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// The stream URL, e.g. ws://127.0.0.1:8080/v1/exotel/stream?sample-rate=8000
+    #[arg(long)]
+    url: String,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 10)]
+    calls: usize,
+    /// Caller audio: a WAV at the stream's rate (default: generated speech-like audio).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Seconds each call lasts.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Milliseconds of audio per media message.
+    #[arg(long, default_value_t = 100)]
+    chunk_ms: u32,
+    /// Seconds over which call starts are spread.
+    #[arg(long, default_value_t = 5.0)]
+    stagger: f64,
+    /// Speak over the bot as soon as a reply starts.
+    #[arg(long)]
+    barge_in: bool,
+    /// Do not send DTMF latency probes.
+    #[arg(long)]
+    no_probes: bool,
+    /// The server's pid, to report its CPU and memory per call.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// `user:password` for the stream (CALY_STREAM_AUTH on the server).
+    #[arg(long, env = "CALY_STREAM_AUTH", hide_env_values = true)]
+    auth: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +131,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Pipeline(cmd) => pipeline(cmd),
+        Command::Simulate(args) => simulate(args).await,
         Command::Replay {
             capture,
             pipeline,
@@ -125,6 +166,45 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> ExitCode {
+    let options = caly::simulate::SimulateOptions {
+        url: args.url,
+        calls: args.calls,
+        audio: args.audio,
+        duration: std::time::Duration::from_secs_f64(args.duration.max(0.1)),
+        chunk_ms: args.chunk_ms.clamp(10, 1000),
+        stagger: std::time::Duration::from_secs_f64(args.stagger.max(0.0)),
+        barge_in: args.barge_in,
+        probes: !args.no_probes,
+        server_pid: args.server_pid,
+        auth: args.auth,
+    };
+    match caly::simulate::run(options).await {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.render());
+            }
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

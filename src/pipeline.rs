@@ -52,6 +52,9 @@ pub struct BusEvent {
     pub stage: Arc<str>,
     /// What happened.
     pub kind: BusKind,
+    /// When it was published (a barge-in's reaction time is measured from here).
+    #[serde(skip)]
+    pub at: std::time::Instant,
 }
 
 /// What a [`BusEvent`] reports.
@@ -653,6 +656,7 @@ async fn supervise(
                 kind: BusKind::Ended {
                     reason: error.to_string(),
                 },
+                at: std::time::Instant::now(),
             });
             if outcome == Outcome::Completed {
                 outcome = Outcome::Ended {
@@ -667,6 +671,7 @@ async fn supervise(
             kind: BusKind::Failed {
                 error: error.to_string(),
             },
+            at: std::time::Instant::now(),
         });
         if !matches!(outcome, Outcome::Failed { .. }) {
             outcome = Outcome::Failed {

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How `caly serve` runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,11 +17,55 @@ pub struct ServeArgs {
     /// Address to bind.
     #[arg(long, env = "BIND", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub bind: IpAddr,
+    /// `user:password` Exotel must send as Basic auth on the stream upgrade; unset = open.
+    #[arg(long, env = "CALY_STREAM_AUTH", hide_env_values = true)]
+    pub stream_auth: Option<String>,
+    /// Most calls streaming at once; beyond it new streams are refused (503).
+    #[arg(long, env = "CALY_MAX_CALLS", default_value_t = 2000)]
+    pub max_calls: usize,
+    /// End a call when no media has arrived for this many milliseconds.
+    #[arg(long, env = "CALY_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub idle_timeout_ms: u64,
+    /// End a call after this many seconds (Exotel's own stream limit is 60 minutes).
+    #[arg(long, env = "CALY_MAX_CALL_SECS", default_value_t = 3600)]
+    pub max_call_secs: u64,
+    /// On SIGTERM, let calls finish for up to this many seconds before ending them.
+    #[arg(long, env = "CALY_DRAIN_GRACE_SECS", default_value_t = 30)]
+    pub drain_grace_secs: u64,
 }
 
 impl ServeArgs {
+    /// Settings for a test or tool: `pipeline`, 127.0.0.1 on a free port, defaults otherwise.
+    pub fn local(pipeline: PathBuf) -> ServeArgs {
+        ServeArgs {
+            pipeline,
+            port: 0,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            stream_auth: None,
+            max_calls: 2000,
+            idle_timeout_ms: 15_000,
+            max_call_secs: 3600,
+            drain_grace_secs: 30,
+        }
+    }
+
     /// The socket address to listen on.
     pub fn listen(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+
+    /// `idle_timeout_ms` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// `max_call_secs` as a duration.
+    pub fn max_call(&self) -> Duration {
+        Duration::from_secs(self.max_call_secs)
+    }
+
+    /// `drain_grace_secs` as a duration.
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_secs(self.drain_grace_secs)
     }
 }

@@ -233,6 +233,7 @@ impl NodeCtx {
         self.bus.publish(BusEvent {
             stage: Arc::clone(&self.id),
             kind,
+            at: Instant::now(),
         });
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::format::{AudioFormat, Caps, Encoding, Format};
-use crate::frame::{Control, Frame, Packet};
+use crate::frame::{Control, Event, Frame, Packet};
 use crate::registry::{CompileOptions, Negotiated, Role, StageKind};
 use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 use crate::stages::StreamResampler;
@@ -112,6 +112,15 @@ fn push_le(bytes: &mut [u8], samples: &[i16], out: &mut Output<'_>) -> Result<()
 
 impl Stage for CallPlayback {
     fn process(&mut self, frame: Frame<'_>, out: &mut Output<'_>) -> Result<(), StageError> {
+        if let Frame::Event(Event::ReplyEnded) = frame {
+            // The reply is complete: what the resampler still holds belongs to it.
+            let bytes = &mut self.bytes;
+            if let Some(r) = self.resampler.as_mut() {
+                r.flush(&mut |_, samples| push_le(bytes, samples, out))?;
+                r.reset();
+            }
+            return out.push(frame);
+        }
         let Frame::Audio(audio) = frame else {
             return out.push(frame);
         };
@@ -157,6 +166,17 @@ mod tests {
         h.finish().unwrap();
         let expected: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
         assert_eq!(h.bytes(0), expected);
+    }
+
+    #[test]
+    fn a_reply_s_end_flushes_the_resampler_so_the_whole_reply_goes_out() {
+        let pcm = signal::vowels(24000, 0.2);
+        let mut h = Harness::new("call_playback", "sample_rate = 8000", &[Format::audio(24000)]);
+        h.push_audio(&pcm);
+        h.push(Frame::Event(&Event::ReplyEnded)).unwrap();
+        let delay = AudioFormat::pcm16(8000).samples_in(h.latency());
+        assert_eq!(h.bytes(0).len(), (pcm.len() / 3 + delay) * 2);
+        assert_eq!(h.events(), [Event::ReplyEnded]);
     }
 
     #[test]

@@ -153,6 +153,45 @@ impl<'a> Inbound<'a> {
     }
 }
 
+/// Writes an outbound `media` message (bot audio for the caller) into `out`, reusing `b64` for
+/// the payload: `{"event":"media","stream_sid":…,"media":{"payload":…}}` (PROTOCOLS.md §1.5).
+pub fn write_media(out: &mut String, b64: &mut String, stream_sid: &str, pcm: &[u8]) {
+    b64.clear();
+    STANDARD.encode_string(pcm, b64);
+    out.clear();
+    out.push_str(r#"{"event":"media","stream_sid":"#);
+    push_json_str(out, stream_sid);
+    out.push_str(r#","media":{"payload":""#);
+    out.push_str(b64);
+    out.push_str(r#""}}"#);
+}
+
+/// Writes an outbound `mark` message: Exotel echoes it once everything before it has played.
+pub fn write_mark(out: &mut String, stream_sid: &str, name: &str) {
+    out.clear();
+    out.push_str(r#"{"event":"mark","stream_sid":"#);
+    push_json_str(out, stream_sid);
+    out.push_str(r#","mark":{"name":"#);
+    push_json_str(out, name);
+    out.push_str("}}");
+}
+
+/// Writes an outbound `clear` message: Exotel drops the audio it has not started playing.
+pub fn write_clear(out: &mut String, stream_sid: &str) {
+    out.clear();
+    out.push_str(r#"{"event":"clear","stream_sid":"#);
+    push_json_str(out, stream_sid);
+    out.push('}');
+}
+
+/// Appends `s` as a JSON string literal (quotes and escapes via serde_json).
+fn push_json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
 /// Decodes a `media` payload into `buf` (resized as needed, so reuse one buffer per call: it
 /// stops allocating once it has seen the largest payload). Returns the audio bytes.
 pub fn decode_payload<'b>(payload: &str, buf: &'b mut Vec<u8>) -> Result<&'b [u8], InboundError> {
@@ -254,6 +293,26 @@ mod tests {
             decode_payload(&media.payload, &mut buf).unwrap(),
             [0, 1, 0, 1]
         );
+    }
+
+    #[test]
+    fn outbound_messages_are_the_documented_json() {
+        let (mut out, mut b64) = (String::new(), String::new());
+        write_media(&mut out, &mut b64, "MZ1", &[0, 1, 0, 1]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event":"media","stream_sid":"MZ1","media":{"payload":"AAEAAQ=="}})
+        );
+        write_mark(&mut out, "MZ\"1", "caly-7");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event":"mark","stream_sid":"MZ\"1","mark":{"name":"caly-7"}})
+        );
+        write_clear(&mut out, "MZ1");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"event":"clear","stream_sid":"MZ1"}));
     }
 
     #[test]

@@ -3,3 +3,4 @@
 
 pub mod exotel;
 pub mod outbound;
+pub mod session;

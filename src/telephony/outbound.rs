@@ -218,20 +218,23 @@ impl Outbound {
         for b in self.boundaries.iter_mut() {
             *b -= take;
         }
-        if self.boundaries.front() == Some(&0) {
+        let ends_reply = self.boundaries.front() == Some(&0);
+        if ends_reply {
             self.boundaries.pop_front();
         }
         let playing_from = self.play_end.map_or(now, |end| end.max(now));
         self.play_end = Some(playing_from + self.chunk_time(len));
         if self.at_reply_start {
+            // Until Exotel echoes a mark, the reply counts as heard from the moment its first
+            // chunk went out.
             self.reply_start = self.sent_total;
             self.confirmed = self.sent_total;
-            self.confirmed_at = None;
+            self.confirmed_at = Some(playing_from);
             self.at_reply_start = false;
         }
         self.sent_total += len as u64;
         // A padded tail ends its reply; so does a full chunk that reached a boundary.
-        if tail {
+        if tail || ends_reply {
             self.at_reply_start = true;
         }
         self.seq += 1;
@@ -434,6 +437,11 @@ mod tests {
             std::iter::from_fn(|| o.next_chunk(t0).map(|c| c.mark.to_owned())).collect();
         assert_eq!(names, ["caly-1", "caly-2"]);
         assert_eq!(o.heard(t0), Duration::ZERO);
+        assert_eq!(
+            o.heard(t0 + ms(50)),
+            ms(50),
+            "before any echo: time since the first chunk"
+        );
         assert!(o.on_mark("caly-1", t0 + ms(200)));
         assert_eq!(o.heard(t0 + ms(200)), ms(200));
         assert_eq!(

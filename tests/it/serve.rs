@@ -23,11 +23,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn health_and_readiness_answer_and_shutdown_is_graceful() {
     init();
-    let args = ServeArgs {
-        pipeline: repo("pipelines/default.toml"),
-        port: 0,
-        bind: "127.0.0.1".parse().unwrap(),
-    };
+    let args = ServeArgs::local(repo("pipelines/default.toml"));
     let app = App::build(&args).await.unwrap();
     let addr = app.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -50,11 +46,7 @@ async fn health_and_readiness_answer_and_shutdown_is_graceful() {
 
 #[tokio::test]
 async fn a_pipeline_that_does_not_compile_stops_the_server_from_starting() {
-    let args = ServeArgs {
-        pipeline: repo("fixtures/pipelines/bad_cycle.toml"),
-        port: 0,
-        bind: "127.0.0.1".parse().unwrap(),
-    };
+    let args = ServeArgs::local(repo("fixtures/pipelines/bad_cycle.toml"));
     let err = App::build(&args).await.err().expect("refused");
     let shown = format!("{err:#}");
     assert!(shown.contains("cycle: a -> b -> c -> a"), "{shown}");

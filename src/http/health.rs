@@ -1,0 +1,47 @@
+//! `GET /healthz` (the process answers) and `GET /readyz` (the pipeline compiled and the server
+//! takes calls; 503 while draining).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+
+/// The health routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
+}
+
+async fn get_healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let draining = state.draining.load(Ordering::SeqCst);
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": if draining { "draining" } else { "ready" },
+        "pipeline": {
+            "name": state.graph.name,
+            "stages": state.graph.nodes().len(),
+            "tasks": state.graph.tasks().len(),
+            "sample_rates": state.session.graphs.rates(),
+        },
+        "calls": {
+            "active": state.session.metrics.calls_active.get(),
+            "max": state.max_calls,
+        },
+        "draining": draining,
+    });
+    (status, Json(body))
+}
