@@ -33,3 +33,113 @@ pub fn compile_with(text: &str, options: CompileOptions) -> Arc<Graph> {
     let spec = PipelineSpec::parse(text, "<test>").unwrap_or_else(|e| panic!("{e}"));
     Graph::compile(&spec, &Registry::with_builtin(), &options).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A server running on 127.0.0.1 with a port of its own.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its shared state (counters, admission).
+    pub state: caly::app::AppState,
+    /// Each call's report, as it ends.
+    pub reports: tokio::sync::mpsc::Receiver<caly::telephony::session::SessionReport>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system's temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "caly-{tag}-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `pipelines/tone_bot.toml` with its turn reply `turn_ms` long.
+pub fn tone_bot(turn_ms: u32) -> String {
+    std::fs::read_to_string(repo("pipelines/tone_bot.toml"))
+        .unwrap()
+        .replace("turn_ms = 1000", &format!("turn_ms = {turn_ms}"))
+}
+
+/// Starts a server running `pipeline` (TOML text), with `tweak` applied to its settings.
+pub async fn spawn_app(
+    pipeline: &str,
+    tweak: impl FnOnce(&mut caly::settings::ServeArgs),
+) -> TestApp {
+    init();
+    let dir = TempDir::new("app");
+    let path = dir.0.join("pipeline.toml");
+    std::fs::write(&path, pipeline).unwrap();
+    let mut args = caly::settings::ServeArgs::local(path);
+    tweak(&mut args);
+    let mut app = caly::app::App::build(&args).await.unwrap();
+    let reports = app.reports(10_000);
+    let addr = app.local_addr().unwrap();
+    let state = app.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        state,
+        reports,
+        stop: Some(stop),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// The stream URL with `query`.
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/v1/exotel/stream?{query}", self.addr)
+    }
+
+    /// The next call report.
+    pub async fn report(&mut self) -> caly::telephony::session::SessionReport {
+        caly::testing::within(
+            std::time::Duration::from_secs(20),
+            "a call report",
+            self.reports.recv(),
+        )
+        .await
+        .expect("reports channel open")
+    }
+
+    /// Begins shutdown (as SIGTERM would).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server to have stopped.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        let server = self.server.take().expect("not awaited yet");
+        caly::testing::within(
+            std::time::Duration::from_secs(30),
+            "the server to stop",
+            server,
+        )
+        .await
+        .unwrap()
+    }
+}

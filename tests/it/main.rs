@@ -5,6 +5,7 @@
 
 mod alloc;
 mod backpressure;
+mod exotel;
 mod helpers;
 mod isolation;
 mod pipelines;

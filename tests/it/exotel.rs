@@ -1,0 +1,378 @@
+//! The Exotel transport on 127.0.0.1: real server, real WebSocket client acting as Exotel.
+
+use std::time::Duration;
+
+use caly::metrics::Metrics;
+use caly::simulate::{ExotelClient, ServerMessage, tone_db};
+use caly::telephony::session::CallEnd;
+use caly::testing::{read_wav_mono, signal, within};
+use tokio_tungstenite::tungstenite;
+
+use crate::helpers::{repo, spawn_app, tone_bot};
+
+/// The first utterance of the speech fixture and the silence after it (0–4.5 s at 8 kHz).
+fn utterance() -> Vec<i16> {
+    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    pcm[..36_000].to_vec()
+}
+
+/// Sends audio in 20 ms media messages, a little faster than real time.
+async fn speak(client: &mut ExotelClient, pcm: &[i16]) {
+    for chunk in pcm.chunks(160) {
+        client.media(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+}
+
+/// Receives until `n` media chunks have come, echoing marks; returns (chunks, sequence of kinds).
+async fn bot_audio(client: &mut ExotelClient, n: usize) -> (Vec<Vec<i16>>, Vec<&'static str>) {
+    let mut media = Vec::new();
+    let mut kinds = Vec::new();
+    within(Duration::from_secs(20), "bot audio", async {
+        while media.len() < n {
+            match client.recv().await {
+                Some(ServerMessage::Media(pcm)) => {
+                    media.push(pcm);
+                    kinds.push("media");
+                }
+                Some(ServerMessage::Mark(name)) => {
+                    kinds.push("mark");
+                    client.mark(&name).await.unwrap();
+                }
+                Some(ServerMessage::Clear) => kinds.push("clear"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    (media, kinds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_call_gets_chunked_bot_audio_with_marks_and_frees_everything() {
+    let mut app = spawn_app(&tone_bot(1000), |_| {}).await;
+    let mut client = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    client.start("MZfull", "CAfull", 8000).await.unwrap();
+    speak(&mut client, &utterance()).await;
+    // 1 s of 440 Hz at 8 kHz plus the resampler's 10 ms: five full chunks and a padded tail.
+    let (media, kinds) = bot_audio(&mut client, 6).await;
+    for (i, chunk) in media.iter().enumerate() {
+        let bytes = chunk.len() * 2;
+        assert!(
+            bytes % 320 == 0 && (3200..=100_000).contains(&bytes),
+            "chunk {i}: {bytes} bytes"
+        );
+    }
+    assert_eq!(media.iter().map(Vec::len).sum::<usize>() * 2, 6 * 3200);
+    for chunk in &media[..5] {
+        assert!(tone_db(chunk, 8000, 440.0) > -20.0, "the bot's tone");
+    }
+    // Every chunk is followed by its mark before the next chunk.
+    let pattern: Vec<&str> = kinds.iter().copied().filter(|k| *k != "clear").collect();
+    assert!(pattern.chunks(2).all(|p| p[0] == "media"), "{kinds:?}");
+    client.stop().await.unwrap();
+    let report = app.report().await;
+    assert_eq!(report.end, CallEnd::Hangup);
+    assert_eq!(report.stream_sid.as_deref(), Some("MZfull"));
+    assert_eq!(report.call_sid.as_deref(), Some("CAfull"));
+    assert_eq!(report.media_in, 225);
+    assert_eq!(report.media_out, 6);
+    assert!(report.bad_input.is_empty(), "{:?}", report.bad_input);
+    // Everything freed: no call active, no session task left.
+    assert_eq!(app.state.session.metrics.calls_active.get(), 0);
+    within(Duration::from_secs(5), "session task to end", async {
+        while !app.state.calls.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        Metrics::get(&app.state.session.metrics.calls_ended, "outcome", "hangup"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_clears_at_once_and_drops_the_queued_reply() {
+    let mut app = spawn_app(&tone_bot(4000), |_| {}).await;
+    let mut client = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    client.start("MZbarge", "CAbarge", 8000).await.unwrap();
+    speak(&mut client, &utterance()).await;
+    // The 4 s reply starts playing.
+    let (_, _) = bot_audio(&mut client, 1).await;
+    // The caller talks over it: the second utterance of the fixture.
+    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    let over = pcm[38_320..50_000].to_vec();
+    let mut cleared = false;
+    let mut media_before_clear = 1;
+    for chunk in over.chunks(160) {
+        client.media(chunk).await.unwrap();
+        // Read whatever the server sent meanwhile.
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_millis(2), client.recv()).await
+        {
+            match msg {
+                ServerMessage::Clear => cleared = true,
+                ServerMessage::Media(_) if !cleared => media_before_clear += 1,
+                ServerMessage::Mark(name) => client.mark(&name).await.unwrap(),
+                _ => {}
+            }
+        }
+        if cleared {
+            break;
+        }
+    }
+    assert!(cleared, "the server sent clear");
+    client.stop().await.unwrap();
+    let report = app.report().await;
+    assert_eq!(report.barge_ins.len(), 1, "{report:?}");
+    let reaction = report.barge_ins[0];
+    assert!(
+        reaction <= Duration::from_millis(50),
+        "clear {reaction:?} after the VAD decision"
+    );
+    // Of the 4 s reply (20 chunks) only what the lead allowed before the clear went out.
+    assert!(report.media_out < 10, "{} chunks sent", report.media_out);
+    assert_eq!(media_before_clear as u64, report.media_out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_skipped_and_counted_while_a_neighbour_call_goes_on() {
+    let mut app = spawn_app(&tone_bot(300), |_| {}).await;
+    let url = app.url("sample-rate=8000");
+    let healthy = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let mut a = ExotelClient::connect(&url, None).await.unwrap();
+            a.start("MZgood", "CAgood", 8000).await.unwrap();
+            speak(&mut a, &utterance()).await;
+            a.stop().await.unwrap();
+        }
+    });
+    let mut b = ExotelClient::connect(&url, None).await.unwrap();
+    let silence = signal::silence(8000, 0.02);
+    b.media(&silence).await.unwrap(); // media before start
+    b.dtmf('1').await.unwrap(); // dtmf before start
+    b.start("MZbad", "CAbad", 8000).await.unwrap();
+    b.send_text("{this is not json".into()).await.unwrap();
+    b.send_text(
+        r#"{"event":"media","stream_sid":"MZbad","media":{"payload":"%%%not base64%%%"}}"#.into(),
+    )
+    .await
+    .unwrap();
+    b.media_bytes(&[1, 2, 3]).await.unwrap(); // odd byte count
+    b.send_text(r#"{"event":"surprise","x":1}"#.into())
+        .await
+        .unwrap();
+    b.send_text(format!(
+        r#"{{"event":"media","pad":"{}"}}"#,
+        "x".repeat(1024 * 1024)
+    ))
+    .await
+    .unwrap(); // 1 MB
+    b.send_binary(vec![0u8; 640]).await.unwrap();
+    b.send_text(r#"{"event":"dtmf","dtmf":{"digit":"Z"}}"#.into())
+        .await
+        .unwrap();
+    // The call goes on: good media still counts.
+    for _ in 0..10 {
+        b.media(&silence).await.unwrap();
+    }
+    b.stop().await.unwrap();
+    healthy.await.unwrap();
+    let (r1, r2) = (app.report().await, app.report().await);
+    let (bad, good) = if r1.stream_sid.as_deref() == Some("MZbad") {
+        (r1, r2)
+    } else {
+        (r2, r1)
+    };
+    assert_eq!(good.end, CallEnd::Hangup);
+    assert!(good.bad_input.is_empty(), "{:?}", good.bad_input);
+    assert_eq!(good.media_in, 225);
+    assert_eq!(bad.end, CallEnd::Hangup);
+    assert_eq!(bad.media_in, 10);
+    let mut kinds: Vec<(&str, u64)> = bad.bad_input.iter().map(|(k, v)| (*k, *v)).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("bad_base64", 1),
+            ("bad_dtmf", 1),
+            ("before_start", 2),
+            ("binary", 1),
+            ("malformed", 1),
+            ("odd_bytes", 1),
+            ("oversized", 1),
+            ("unknown_event", 1),
+        ]
+    );
+}
+
+fn http_status(e: &caly::simulate::ClientError) -> Option<u16> {
+    match e {
+        caly::simulate::ClientError::Ws(tungstenite::Error::Http(r)) => Some(r.status().as_u16()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_auth_is_required_when_configured_and_optional_otherwise() {
+    let mut app = spawn_app(&tone_bot(300), |a| {
+        a.stream_auth = Some("exotel:s3cret".into())
+    })
+    .await;
+    let url = app.url("sample-rate=8000");
+    for auth in [None, Some("exotel:wrong"), Some("exotel")] {
+        let err = ExotelClient::connect(&url, auth)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(http_status(&err), Some(401), "{auth:?}");
+    }
+    assert_eq!(
+        Metrics::get(
+            &app.state.session.metrics.calls_refused,
+            "reason",
+            "unauthorized"
+        ),
+        3
+    );
+    let mut c = ExotelClient::connect(&url, Some("exotel:s3cret"))
+        .await
+        .unwrap();
+    c.start("MZauth", "CAauth", 8000).await.unwrap();
+    c.stop().await.unwrap();
+    assert_eq!(app.report().await.end, CallEnd::Hangup);
+
+    let mut open = spawn_app(&tone_bot(300), |_| {}).await;
+    let mut c = ExotelClient::connect(&open.url(""), None).await.unwrap();
+    c.start("MZopen", "CAopen", 8000).await.unwrap();
+    c.stop().await.unwrap();
+    assert_eq!(
+        open.report().await.sample_rate,
+        8000,
+        "no query: Exotel's default rate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_max_calls_are_refused_and_counted() {
+    let mut app = spawn_app(&tone_bot(300), |a| a.max_calls = 2).await;
+    let url = app.url("sample_rate=16000");
+    let mut a = ExotelClient::connect(&url, None).await.unwrap();
+    let _b = ExotelClient::connect(&url, None).await.unwrap();
+    let err = ExotelClient::connect(&url, None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(http_status(&err), Some(503));
+    assert_eq!(
+        Metrics::get(
+            &app.state.session.metrics.calls_refused,
+            "reason",
+            "at_capacity"
+        ),
+        1
+    );
+    a.start("MZa", "CAa", 16000).await.unwrap();
+    a.stop().await.unwrap();
+    assert_eq!(app.report().await.sample_rate, 16000);
+    // A call ended: a new one gets in.
+    let mut c = ExotelClient::connect(&url, None).await.unwrap();
+    c.start("MZc", "CAc", 16000).await.unwrap();
+    c.stop().await.unwrap();
+    assert_eq!(app.report().await.stream_sid.as_deref(), Some("MZc"));
+    // A rate the pipeline does not take is refused before the upgrade.
+    let err = ExotelClient::connect(&app.url("sample-rate=11025"), None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(http_status(&err), Some(400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_media_ends_at_the_idle_timeout() {
+    let mut app = spawn_app(&tone_bot(300), |a| a.idle_timeout_ms = 300).await;
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZidle", "CAidle", 8000).await.unwrap();
+    c.media(&signal::silence(8000, 0.1)).await.unwrap();
+    let closed = within(Duration::from_secs(5), "the server to hang up", async {
+        loop {
+            match c.recv().await {
+                Some(ServerMessage::Close(code)) => return code,
+                None => return None,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Some(1000));
+    assert_eq!(app.report().await.end, CallEnd::IdleTimeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_calls_and_lets_calls_in_progress_finish() {
+    let mut app = spawn_app(&tone_bot(300), |a| a.drain_grace_secs = 30).await;
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZdrain", "CAdrain", 8000).await.unwrap();
+    app.begin_shutdown();
+    let addr = app.addr.to_string();
+    within(Duration::from_secs(5), "readyz to say draining", async {
+        loop {
+            let (status, body) = caly::simulate::http_get(&addr, "/readyz").await.unwrap();
+            if status == 503 {
+                assert!(body.contains("draining"), "{body}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let err = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(http_status(&err), Some(503));
+    // The call in progress carries on and ends on its own.
+    speak(&mut c, &signal::silence(8000, 0.5)).await;
+    c.stop().await.unwrap();
+    let report = app.report().await;
+    assert_eq!((report.end, report.media_in), (CallEnd::Hangup, 25));
+    app.stopped().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_remaining_calls_are_ended_cleanly() {
+    let mut app = spawn_app(&tone_bot(300), |a| a.drain_grace_secs = 1).await;
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZlate", "CAlate", 8000).await.unwrap();
+    c.media(&signal::silence(8000, 0.1)).await.unwrap();
+    app.begin_shutdown();
+    let code = within(
+        Duration::from_secs(10),
+        "the server to end the call",
+        async {
+            loop {
+                match c.recv().await {
+                    Some(ServerMessage::Close(code)) => return code,
+                    None => return None,
+                    _ => {}
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(code, Some(1001), "going away");
+    assert_eq!(app.report().await.end, CallEnd::Shutdown);
+    app.stopped().await.unwrap();
+}
