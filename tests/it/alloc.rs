@@ -57,7 +57,40 @@ fn count() {
     });
 }
 
+/// Heap bytes live right now that were allocated (net of frees) by threads of a
+/// [`tracked_runtime`] — other tests running in parallel do not count.
+pub fn tracked_heap_bytes() -> i64 {
+    TRACKED_LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A multi-threaded runtime whose threads (workers and blocking pool) count towards
+/// [`tracked_heap_bytes`]. The thread that calls `block_on` must be marked with [`track_this_thread`].
+pub fn tracked_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(track_this_thread)
+        .build()
+        .unwrap()
+}
+
+/// Counts this thread's allocations in [`tracked_heap_bytes`].
+pub fn track_this_thread() {
+    TRACKED.with(|t| t.set(true));
+}
+
+static TRACKED_LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+thread_local! {
+    static TRACKED: Cell<bool> = const { Cell::new(false) };
+}
+
 fn live(delta: i64) {
+    let _ = TRACKED.try_with(|t| {
+        if t.get() {
+            TRACKED_LIVE.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     let _ = COUNTING.try_with(|on| {
         if on.get() {
             let _ = LIVE_BYTES.try_with(|n| n.set(n.get() + delta));

@@ -376,3 +376,58 @@ async fn after_the_grace_period_remaining_calls_are_ended_cleanly() {
     assert_eq!(app.report().await.end, CallEnd::Shutdown);
     app.stopped().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
+        .args(["serve", "--bind", "127.0.0.1", "--drain-grace-secs", "20"])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--pipeline")
+        .arg(repo("pipelines/tone_bot.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    within(Duration::from_secs(20), "the server to come up", async {
+        while caly::simulate::http_get(&addr, "/healthz").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let url = format!("ws://{addr}/v1/exotel/stream?sample-rate=8000");
+    let mut c = ExotelClient::connect(&url, None).await.unwrap();
+    c.start("MZterm", "CAterm", 8000).await.unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    within(Duration::from_secs(5), "readyz to say draining", async {
+        loop {
+            if let Ok((503, _)) = caly::simulate::http_get(&addr, "/readyz").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The call in progress is not cut off.
+    speak(&mut c, &signal::silence(8000, 0.3)).await;
+    c.stop().await.unwrap();
+    let status = within(
+        Duration::from_secs(20),
+        "the server to exit",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}

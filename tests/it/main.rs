@@ -8,6 +8,7 @@ mod backpressure;
 mod exotel;
 mod helpers;
 mod isolation;
+mod leak;
 mod pipelines;
 mod replay;
 mod serve;
