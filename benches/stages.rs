@@ -93,29 +93,9 @@ fn encode(c: &mut Criterion) {
     }
 }
 
-fn exotel_json(c: &mut Criterion) {
-    // Parsing one 20 ms Exotel media message and decoding its base64 payload.
-    use base64::Engine as _;
-    use caly::telephony::exotel::{Inbound, decode_payload};
-    let pcm: Vec<u8> = (0..320u32).map(|i| (i * 37) as u8).collect();
-    let payload = base64::engine::general_purpose::STANDARD.encode(&pcm);
-    let msg = format!(
-        r#"{{"event":"media","sequence_number":"42","stream_sid":"MZ1","media":{{"chunk":"41","timestamp":"820","payload":"{payload}"}}}}"#
-    );
-    let mut buf = Vec::new();
-    c.benchmark_group("exotel")
-        .bench_function("media_in/8k", |b| {
-            b.iter(|| {
-                let m = Inbound::parse(black_box(&msg)).unwrap();
-                let media = m.media.unwrap();
-                black_box(decode_payload(&media.payload, &mut buf).unwrap().len());
-            })
-        });
-}
-
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = decode, resample, vad, encode, exotel_json
+    targets = decode, resample, vad, encode
 }
 criterion_main!(benches);
