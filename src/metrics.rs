@@ -3,6 +3,8 @@
 //! Labels are low-cardinality: outcomes, reasons, kinds and ring names fixed by the pipeline —
 //! never a call id.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,8 +38,10 @@ pub struct Metrics {
     pub barge_ins: Counter,
     /// Seconds from the VAD's decision to `clear` written to the socket.
     pub barge_in_reaction_seconds: Histogram,
-    /// Data units dropped by full rings, by ring (`from -> to`).
-    pub ring_dropped: Family<DynLabel, Counter>,
+    /// Seconds of audio dropped by full rings, by ring (`from -> to`).
+    pub audio_dropped_seconds: Family<DynLabel, Counter<f64, AtomicU64>>,
+    /// Bot chunks sent after Exotel's queue had run dry mid-reply: gaps the caller heard.
+    pub playback_underruns: Counter,
 }
 
 impl Default for Metrics {
@@ -91,11 +95,17 @@ impl Metrics {
             "From the VAD's decision to clear written",
             barge_in_reaction_seconds.clone(),
         );
-        let ring_dropped = Family::<DynLabel, Counter>::default();
+        let audio_dropped_seconds = Family::<DynLabel, Counter<f64, AtomicU64>>::default();
         registry.register(
-            "ring_dropped",
-            "Data units dropped by full rings",
-            ring_dropped.clone(),
+            "audio_dropped_seconds",
+            "Seconds of audio dropped by full rings",
+            audio_dropped_seconds.clone(),
+        );
+        let playback_underruns = Counter::default();
+        registry.register(
+            "playback_underruns",
+            "Bot chunks sent after the caller's playback ran dry mid-reply",
+            playback_underruns.clone(),
         );
         Metrics {
             registry,
@@ -107,7 +117,8 @@ impl Metrics {
             media_out,
             barge_ins,
             barge_in_reaction_seconds,
-            ring_dropped,
+            audio_dropped_seconds,
+            playback_underruns,
         }
     }
 

@@ -473,7 +473,7 @@ pub struct Pipeline {
     sinks: Vec<(Arc<str>, SinkHandle)>,
     controls: HashMap<Arc<str>, (mpsc::Sender<Addressed>, usize)>,
     node_stats: Vec<(Arc<str>, Arc<NodeStats>)>,
-    ring_stats: Vec<(Arc<str>, RingObserver)>,
+    ring_stats: Vec<(Arc<str>, RingObserver, Format)>,
     supervisor: JoinHandle<()>,
     done: watch::Receiver<Option<Outcome>>,
 }
@@ -616,9 +616,25 @@ impl Pipeline {
             rings: self
                 .ring_stats
                 .iter()
-                .map(|(id, r)| (Arc::clone(id), (r.0)()))
+                .map(|(id, r, _)| (Arc::clone(id), (r.0)()))
                 .collect(),
         }
+    }
+
+    /// Audio each ring has dropped for being full, as a duration at its edge's format.
+    pub fn audio_dropped(&self) -> Vec<(Arc<str>, std::time::Duration)> {
+        self.ring_stats
+            .iter()
+            .filter_map(|(id, r, format)| {
+                let dropped = (r.0)().dropped;
+                let duration = match format {
+                    Format::Audio(a) => a.duration_of(dropped),
+                    Format::Encoded(e) => e.duration_of_bytes(dropped),
+                    Format::Text | Format::Events => return None,
+                };
+                Some((Arc::clone(id), duration))
+            })
+            .collect()
     }
 
     /// Waits until the call's pipeline has ended, and says how.
@@ -800,7 +816,7 @@ struct Parts {
     sinks: Vec<(Arc<str>, SinkHandle)>,
     controls: HashMap<Arc<str>, (mpsc::Sender<Addressed>, usize)>,
     node_stats: Vec<(Arc<str>, Arc<NodeStats>)>,
-    ring_stats: Vec<(Arc<str>, RingObserver)>,
+    ring_stats: Vec<(Arc<str>, RingObserver, Format)>,
 }
 
 fn observer(w: &EdgeWriter) -> RingObserver {
@@ -866,7 +882,7 @@ impl Parts {
                     let label: Arc<str> =
                         format!("{} -> {}", nodes[e.from].id, nodes[e.to].id).into();
                     let (w, r) = edge_ring(plan, e.format, Arc::clone(&label));
-                    ring_stats.push((label, observer(&w)));
+                    ring_stats.push((label, observer(&w), e.format));
                     inlets[to_task].add(r, target);
                     if nodes[e.from].kind.task {
                         task_routes[e.from][e.port].push(w);
@@ -881,7 +897,7 @@ impl Parts {
             if let (Some(plan), Some(port)) = (&n.sink_ring, n.ports.first()) {
                 let label: Arc<str> = format!("{} -> transport", n.id).into();
                 let (w, r) = edge_ring(plan, port.format, Arc::clone(&label));
-                ring_stats.push((label, observer(&w)));
+                ring_stats.push((label, observer(&w), port.format));
                 if n.kind.task {
                     task_routes[i][0].push(w);
                 } else {
@@ -894,7 +910,7 @@ impl Parts {
             if let (Some(plan), Some(port)) = (&n.source_ring, n.ports.first()) {
                 let label: Arc<str> = format!("transport -> {}", n.id).into();
                 let (w, r) = edge_ring(plan, port.format, Arc::clone(&label));
-                ring_stats.push((label, observer(&w)));
+                ring_stats.push((label, observer(&w), port.format));
                 inlets[local[i].0].add(r, local[i].1);
                 sources.push((Arc::clone(&n.id), SourceHandle { writer: w }));
             }

@@ -78,6 +78,7 @@ pub struct RingStats {
     pushed: AtomicU64,
     popped: AtomicU64,
     dropped: AtomicU64,
+    discarded: AtomicU64,
     frames_pushed: AtomicU64,
     frames_popped: AtomicU64,
     frames_dropped: AtomicU64,
@@ -90,8 +91,11 @@ pub struct RingCounts {
     pub pushed: u64,
     /// Data units delivered to the reader.
     pub popped: u64,
-    /// Data units dropped (by either policy, or because the reader was gone).
+    /// Data units dropped because the ring was full (by either drop policy).
     pub dropped: u64,
+    /// Data units thrown away because nobody would read them: the reader had gone, or the
+    /// writer's task was ended with data still waiting (the end of a call, not an overload).
+    pub discarded: u64,
     /// Text, event and boundary marks offered.
     pub frames_pushed: u64,
     /// Marks delivered.
@@ -107,6 +111,7 @@ impl RingStats {
             pushed: self.pushed.load(Ordering::Relaxed),
             popped: self.popped.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
             frames_pushed: self.frames_pushed.load(Ordering::Relaxed),
             frames_popped: self.frames_popped.load(Ordering::Relaxed),
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
@@ -266,7 +271,7 @@ impl<S: Copy + Default + Send + 'static> RingWriter<S> {
             // A frames-only ring cannot carry data; the graph compiler never wires one so.
             debug_assert!(self.data.is_some(), "data pushed into frames-only ring");
             stats
-                .dropped
+                .discarded
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             return;
         }
@@ -443,7 +448,7 @@ impl<S: Copy + Default + Send + 'static> RingWriter<S> {
     fn discard_waiting(&mut self) {
         let stats = &self.shared.stats;
         let data = self.pending.len() + self.stash_len();
-        stats.dropped.fetch_add(data as u64, Ordering::Relaxed);
+        stats.discarded.fetch_add(data as u64, Ordering::Relaxed);
         stats
             .frames_dropped
             .fetch_add(self.pending_marks.len() as u64, Ordering::Relaxed);
@@ -521,12 +526,12 @@ impl<S: Copy + Default + Send + 'static> RingWriter<S> {
 
 impl<S> Drop for RingWriter<S> {
     fn drop(&mut self) {
-        // Dropped without `close` (its task was aborted): what still waited here is lost, and
-        // counted as such.
+        // Dropped without `close` (its task was aborted): what still waited here is discarded,
+        // and counted as such.
         let stats = &self.shared.stats;
         let stash = self.stash.as_ref().map_or(0, |s| s.occupied_len());
         let data = (self.pending.len() + stash) as u64;
-        stats.dropped.fetch_add(data, Ordering::Relaxed);
+        stats.discarded.fetch_add(data, Ordering::Relaxed);
         let marks = self.pending_marks.len() as u64;
         stats.frames_dropped.fetch_add(marks, Ordering::Relaxed);
         self.shared.closed.store(true, Ordering::Release);
@@ -867,7 +872,8 @@ mod tests {
         drop(r);
         w.push_data(&ramp(0, 50));
         w.flush().await;
-        assert_eq!(w.counts().dropped, 50);
+        assert_eq!(w.counts().discarded, 50);
+        assert_eq!(w.counts().dropped, 0);
     }
 
     #[tokio::test]

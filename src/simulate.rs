@@ -15,7 +15,8 @@
 //!   turn's reply (this includes the VAD's `stop_ms` by design);
 //! - **late frames**: bot chunks that arrive after the previous one finished playing (a gap
 //!   the caller hears), and caller chunks the simulator itself sent late;
-//! - **dropped frames**: audio the server's rings dropped, from its `/metrics`;
+//! - **dropped frames**: audio the server's rings dropped, from its `/metrics`, and bot chunks
+//!   the server sent after the caller's playback had run dry (its own count of late frames);
 //! - the server's CPU and RSS per call, from `/proc/<pid>` when `--server-pid` is given.
 
 use std::path::PathBuf;
@@ -389,8 +390,10 @@ pub struct SimReport {
     pub probes_discarded: usize,
     /// End of a caller utterance → first chunk of the turn's reply.
     pub first_byte: Summary,
-    /// Bot chunks that arrived after the previous one finished playing.
+    /// Bot chunks that arrived after the previous one finished playing (as this client saw it).
     pub late_bot_chunks: u64,
+    /// Bot chunks the server sent after the caller's playback had run dry (its `/metrics`).
+    pub server_underruns: u64,
     /// Caller chunks the simulator sent more than one chunk late.
     pub late_caller_chunks: u64,
     /// `clear` messages received.
@@ -663,7 +666,8 @@ async fn one_call(
                     }
                     Some(ServerMessage::Clear) => {
                         r.clears += 1;
-                        play_end = Some(now);
+                        // Whatever comes next is a new reply.
+                        play_end = None;
                         marks.clear();
                     }
                     Some(ServerMessage::Other(_)) => {}
@@ -816,8 +820,8 @@ mod tests {
 
     #[test]
     fn metric_sums_read_the_exposition() {
-        let text = "# TYPE caly_ring_dropped counter\ncaly_ring_dropped_total{ring=\"a\"} 3\ncaly_ring_dropped_total{ring=\"b\"} 4\ncaly_media_in_total 9\n";
-        assert_eq!(metric_sum(text, "caly_ring_dropped_total"), 7.0);
+        let text = "# TYPE caly_audio_dropped_seconds counter\ncaly_audio_dropped_seconds_total{ring=\"a\"} 0.5\ncaly_audio_dropped_seconds_total{ring=\"b\"} 0.25\ncaly_media_in_total 9\n";
+        assert_eq!(metric_sum(text, "caly_audio_dropped_seconds_total"), 0.75);
         assert_eq!(metric_sum(text, "caly_media_in_total"), 9.0);
     }
 

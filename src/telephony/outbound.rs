@@ -78,6 +78,7 @@ pub struct Outbound {
     confirmed: u64,
     confirmed_at: Option<Instant>,
     dropped: u64,
+    underruns: u64,
 }
 
 impl Outbound {
@@ -105,6 +106,7 @@ impl Outbound {
             confirmed: 0,
             confirmed_at: None,
             dropped: 0,
+            underruns: 0,
         }
     }
 
@@ -121,6 +123,12 @@ impl Outbound {
     /// Bot audio bytes dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Chunks of a reply that went out after Exotel's queue had already run dry: each is a
+    /// gap the caller heard.
+    pub fn underruns(&self) -> u64 {
+        self.underruns
     }
 
     /// Bot audio waiting to be sent.
@@ -221,6 +229,9 @@ impl Outbound {
         let ends_reply = self.boundaries.front() == Some(&0);
         if ends_reply {
             self.boundaries.pop_front();
+        }
+        if !self.at_reply_start && self.play_end.is_some_and(|end| end < now) {
+            self.underruns += 1;
         }
         let playing_from = self.play_end.map_or(now, |end| end.max(now));
         self.play_end = Some(playing_from + self.chunk_time(len));
@@ -390,6 +401,7 @@ mod tests {
         assert_eq!(sent, 10);
         // The last chunk went out 400 ms before the audio runs out: no gap, no burst.
         assert_eq!(now, t0 + ms(1600));
+        assert_eq!(o.underruns(), 0);
     }
 
     #[test]
@@ -470,6 +482,18 @@ mod tests {
             Duration::ZERO,
             "the new reply has not been heard"
         );
+    }
+
+    #[test]
+    fn a_reply_that_arrives_slower_than_real_time_underruns() {
+        let t0 = Instant::now();
+        let mut o = Outbound::new(8000, Duration::from_secs(60));
+        o.push(&[0u8; 3200], t0);
+        assert!(o.next_chunk(t0).is_some());
+        // The next 200 ms of the same reply arrives 300 ms later: the caller heard a gap.
+        o.push(&[0u8; 3200], t0 + ms(300));
+        assert!(o.next_chunk(t0 + ms(300)).is_some());
+        assert_eq!(o.underruns(), 1);
     }
 
     #[test]

@@ -173,6 +173,10 @@ pub struct SessionReport {
     pub barge_ins: Vec<Duration>,
     /// Bot audio dropped because the playback queue was full, in bytes.
     pub bot_audio_dropped: u64,
+    /// Audio the pipeline's rings dropped for being full.
+    pub audio_dropped: Duration,
+    /// Bot chunks that went out after the caller's playback had run dry mid-reply.
+    pub playback_underruns: u64,
     /// How long the session lasted.
     pub duration: Duration,
 }
@@ -235,6 +239,8 @@ where
             media_out: 0,
             barge_ins: Vec::new(),
             bot_audio_dropped: 0,
+            audio_dropped: Duration::ZERO,
+            playback_underruns: 0,
             duration: Duration::ZERO,
         },
         bad_burst: false,
@@ -593,16 +599,22 @@ where
             } = call;
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, source.close()).await;
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, pipeline.finished()).await;
-            for (ring, counts) in pipeline.stats().rings {
-                if counts.dropped > 0 {
+            for (ring, dropped) in pipeline.audio_dropped() {
+                if !dropped.is_zero() {
                     self.config
                         .metrics
-                        .ring_dropped
+                        .audio_dropped_seconds
                         .get_or_create(&[("ring", ring.to_string())])
-                        .inc_by(counts.dropped);
+                        .inc_by(dropped.as_secs_f64());
                 }
+                self.report.audio_dropped += dropped;
             }
             self.report.bot_audio_dropped = outbound.dropped();
+            self.report.playback_underruns = outbound.underruns();
+            self.config
+                .metrics
+                .playback_underruns
+                .inc_by(outbound.underruns());
             self.config.metrics.calls_active.dec();
             drop(pipeline);
         }
