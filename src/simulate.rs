@@ -634,8 +634,8 @@ async fn one_call(
                             None => true,
                             Some(end) if now > end + NEW_REPLY_GAP => true,
                             Some(end) if now > end => {
-                                // A gap inside a reply, unless the tone changed.
-                                if tone == last_chunk_tone { r.late_bot += 1; false } else { true }
+                                // A gap inside a reply, unless a probe was answered or the tone changed.
+                                if tone == last_chunk_tone && probe_sent.is_none() { r.late_bot += 1; false } else { true }
                             }
                             _ => tone != last_chunk_tone && tone.is_some(),
                         };
@@ -770,8 +770,8 @@ impl SimReport {
         );
         let _ = writeln!(
             s,
-            "late bot chunks: {}   late caller chunks (simulator): {}",
-            self.late_bot_chunks, self.late_caller_chunks
+            "late bot chunks: {} seen by the simulator, {} counted by the server; late caller chunks (simulator): {}",
+            self.late_bot_chunks, self.server_underruns, self.late_caller_chunks
         );
         let _ = writeln!(s, "barge-in clears: {}", self.clears);
         let _ = writeln!(
