@@ -248,22 +248,41 @@ where
         text: String::new(),
         b64: String::new(),
     };
-    let max_deadline = started + config.max_duration;
+    // Three timers, each registered once and moved only when its deadline does: a media
+    // message only bumps `idle_deadline`, and the idle timer re-arms lazily when it fires early.
+    let max_timer = sleep_until((started + config.max_duration).into());
+    let idle_timer = sleep_until(s.idle_deadline.into());
+    let pace_timer = sleep_until(started.into());
+    tokio::pin!(max_timer, idle_timer, pace_timer);
+    let mut pace_at: Option<Instant> = None;
     let end = loop {
         let pace = s
             .call
             .as_ref()
             .and_then(|c| c.outbound.wake_at(Instant::now()));
+        if pace != pace_at {
+            pace_at = pace;
+            if let Some(at) = pace {
+                pace_timer.as_mut().reset(at.into());
+            }
+        }
         let wake = tokio::select! {
             biased;
             () = config.end_calls.cancelled() => Wake::Shutdown,
             ev = next_bus(&mut s.bus) => Wake::Bus(ev),
             msg = s.socket.next() => Wake::Socket(msg),
             alive = sink_ready(&mut s.sink) => Wake::Sink(alive),
-            () = sleep_until_some(pace) => Wake::Pace,
-            () = sleep_until(s.idle_deadline.into()) => Wake::Idle,
-            () = sleep_until(max_deadline.into()) => Wake::Max,
+            () = &mut pace_timer, if pace_at.is_some() => Wake::Pace,
+            () = &mut idle_timer => Wake::Idle,
+            () = &mut max_timer => Wake::Max,
         };
+        if matches!(wake, Wake::Pace) {
+            pace_at = None;
+        }
+        if matches!(wake, Wake::Idle) && s.idle_deadline > Instant::now() {
+            idle_timer.as_mut().reset(s.idle_deadline.into());
+            continue;
+        }
         let ended = match wake {
             Wake::Shutdown => Some(CallEnd::Shutdown),
             Wake::Idle => Some(CallEnd::IdleTimeout),
@@ -307,13 +326,6 @@ async fn next_bus(bus: &mut Option<broadcast::Receiver<BusEvent>>) -> Option<Bus
 async fn sink_ready(sink: &mut Option<SinkHandle>) -> bool {
     match sink.as_mut() {
         Some(s) => s.ready().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
 }
