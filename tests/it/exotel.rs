@@ -431,3 +431,42 @@ async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
     .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ends_at_its_maximum_duration_and_on_socket_loss() {
+    let mut app = spawn_app(&tone_bot(300), |a| a.max_call_secs = 1).await;
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZmax", "CAmax", 8000).await.unwrap();
+    let code = within(
+        Duration::from_secs(10),
+        "the server to end the call",
+        async {
+            loop {
+                // Keep media flowing so only the duration limit can end it.
+                c.media(&signal::silence(8000, 0.02)).await.ok();
+                match tokio::time::timeout(Duration::from_millis(20), c.recv()).await {
+                    Ok(Some(ServerMessage::Close(code))) => return code,
+                    Ok(None) => return None,
+                    _ => {}
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(code, Some(1000));
+    assert_eq!(app.report().await.end, CallEnd::MaxDuration);
+
+    // The peer vanishes without `stop`.
+    let mut app = spawn_app(&tone_bot(300), |_| {}).await;
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZlost", "CAlost", 8000).await.unwrap();
+    c.media(&signal::silence(8000, 0.1)).await.unwrap();
+    drop(c);
+    let report = app.report().await;
+    assert_eq!(report.end, CallEnd::SocketLost);
+    assert_eq!(app.state.session.metrics.calls_active.get(), 0);
+}
