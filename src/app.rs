@@ -90,6 +90,7 @@ impl App {
             max_duration: args.max_call(),
             max_bot_queue: MAX_BOT_QUEUE,
             end_calls: CancellationToken::new(),
+            services: Arc::new(crate::stage::Services::from_env()),
             reports: None,
         };
         Ok(App {

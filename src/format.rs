@@ -189,6 +189,8 @@ pub enum Caps {
     Events,
     /// Anything (test sinks and pass-throughs).
     Any,
+    /// Either of two caps.
+    Either(&'static Caps, &'static Caps),
 }
 
 /// Telephony and wideband rates the audio stages are built and tested for.
@@ -205,6 +207,7 @@ impl Caps {
             }
             (Caps::Text, Format::Text | Format::Events) => true,
             (Caps::Events, Format::Events) => true,
+            (Caps::Either(a, b), f) => a.accepts(f) || b.accepts(f),
             _ => false,
         }
     }
@@ -220,6 +223,7 @@ impl Caps {
             Caps::Text => vec![Format::Text],
             Caps::Events => vec![Format::Events],
             Caps::Any => vec![Format::audio(16000), Format::Text, Format::Events],
+            Caps::Either(a, b) => a.examples().into_iter().chain(b.examples()).collect(),
         }
     }
 
@@ -233,6 +237,9 @@ impl Caps {
             Caps::Encoded { .. } => Some(Format::Text),
             Caps::Text | Caps::Events => Some(Format::audio(8000)),
             Caps::Any => None,
+            Caps::Either(..) => [Format::Text, Format::audio(11025), Format::Events]
+                .into_iter()
+                .find(|f| !self.accepts(f)),
         }
     }
 }
@@ -269,6 +276,7 @@ impl fmt::Display for Caps {
             Caps::Text => f.write_str("text"),
             Caps::Events => f.write_str("events"),
             Caps::Any => f.write_str("anything"),
+            Caps::Either(a, b) => write!(f, "{a} or {b}"),
         }
     }
 }

@@ -86,6 +86,45 @@ pub enum Event {
     },
     /// The bot's reply has been produced in full (its audio may still be playing).
     ReplyEnded,
+    /// The model asked for a tool (an agent) to run.
+    ToolCall {
+        /// The model's id for the call; the result must carry it.
+        call_id: String,
+        /// The tool (agent) name.
+        name: String,
+        /// Arguments, as JSON text.
+        arguments: String,
+    },
+    /// The model's own voice activity detection heard the caller start.
+    ModelSpeechStarted,
+    /// The model's own voice activity detection heard the caller stop.
+    ModelSpeechStopped,
+    /// The model began a response.
+    ResponseStarted {
+        /// Its id.
+        id: String,
+    },
+    /// A response ended: `completed`, `cancelled`, `failed` or `incomplete`.
+    ResponseDone {
+        /// Its id.
+        id: String,
+        /// How it ended.
+        status: String,
+        /// Output tokens it used.
+        output_tokens: u64,
+    },
+    /// The model reported an error (recoverable ones included).
+    ModelError {
+        /// Its code, e.g. `session_expired`.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The connection to the model was re-established (after a drop or to renew the session).
+    ModelReconnected {
+        /// Consecutive attempts it took.
+        attempts: u32,
+    },
     /// The caller pressed a key.
     Dtmf {
         /// `0`-`9`, `*` or `#`.
@@ -150,4 +189,11 @@ pub enum Control {
     Say(String),
     /// End the call after what is queued has played.
     Hangup,
+    /// A tool (agent) finished: give the model its result so it can speak it.
+    ToolResult {
+        /// The model's id for the call.
+        call_id: String,
+        /// The result, as JSON text.
+        output: String,
+    },
 }

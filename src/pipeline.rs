@@ -43,6 +43,8 @@ pub struct PipelineOptions {
     pub profile: bool,
     /// Publish on this bus instead of a new one: subscribe before starting and miss nothing.
     pub bus: Option<Bus>,
+    /// Outside services (default: from the environment).
+    pub services: Option<Arc<crate::stage::Services>>,
 }
 
 /// Something that happened inside a call, for whoever listens (transport, store, replay).
@@ -830,6 +832,7 @@ fn observer(w: &EdgeWriter) -> RingObserver {
 
 impl Parts {
     fn build(graph: &Graph, bus: &Bus, options: &PipelineOptions) -> Result<Parts, BuildError> {
+        let services = options.services.clone().unwrap_or_default();
         let nodes = graph.nodes();
         // Where each node lives: (task, index within the task).
         let mut local = vec![(0usize, 0usize); nodes.len()];
@@ -848,6 +851,7 @@ impl Parts {
                 stage: &n.id,
                 inputs: &n.input_formats,
                 outputs: &n.ports,
+                services: &services,
             };
             runnables.push(Some(n.spec.build(&ctx)?));
             ctxs.push(NodeCtx {
@@ -992,12 +996,14 @@ impl FusedChain {
             });
         }
         let bus = Bus::new();
+        let services = options.services.clone().unwrap_or_default();
         let mut nodes = Vec::with_capacity(graph.nodes().len());
         for n in graph.nodes() {
             let ctx = BuildCtx {
                 stage: &n.id,
                 inputs: &n.input_formats,
                 outputs: &n.ports,
+                services: &services,
             };
             let Runnable::Inline(stage) = n.spec.build(&ctx)? else {
                 return Err(wrong_mode(&n.id));

@@ -399,6 +399,7 @@ mod tests {
                     stage: "s",
                     inputs: &inputs,
                     outputs: &n.ports,
+                    services: &crate::stage::Services::from_env(),
                 };
                 let runnable = spec
                     .build(&ctx)

@@ -151,6 +151,7 @@ pub async fn run(input: &Path, options: &ReplayOptions) -> Result<ReplayReport, 
             call_id: Some(Arc::from("replay")),
             profile: true,
             bus: Some(bus),
+            services: None,
         },
     )?;
     let (source_id, mut source) = pipeline.take_first_source().ok_or(ReplayError::NoSource)?;
@@ -259,7 +260,7 @@ impl ReplayReport {
                     speech.as_secs_f64()
                 ),
                 Event::Dtmf { digit } => format!("           {stage:<10} dtmf {digit}"),
-                Event::ReplyEnded => format!("           {stage:<10} reply ended"),
+                other => format!("           {stage:<10} {other:?}"),
             };
             let _ = writeln!(s, "  {line}");
         }

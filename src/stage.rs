@@ -154,7 +154,8 @@ pub struct Port {
     pub format: Format,
 }
 
-/// What a stage is built with: its id and the formats negotiated on its edges.
+/// What a stage is built with: its id, the formats negotiated on its edges, and the outside
+/// services the process decided on.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildCtx<'a> {
     /// The stage's id in the pipeline.
@@ -163,6 +164,52 @@ pub struct BuildCtx<'a> {
     pub inputs: &'a [Format],
     /// Its output ports.
     pub outputs: &'a [Port],
+    /// Where outside services are.
+    pub services: &'a Services,
+}
+
+/// Outside services stages talk to, decided by the process (environment, or the built-in
+/// Realtime simulator when there is no API key).
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The OpenAI Realtime endpoint.
+    pub realtime: RealtimeEndpoint,
+}
+
+/// Where the `realtime` stage connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeEndpoint {
+    /// `wss://api.openai.com/v1/realtime` (or a loopback simulator's `ws://` URL).
+    pub url: String,
+    /// The API key, if any.
+    pub api_key: Option<String>,
+    /// Whether this is the offline simulator.
+    pub simulator: bool,
+}
+
+/// OpenAI's Realtime endpoint (PROTOCOLS.md §3.2).
+pub const OPENAI_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime";
+
+impl Services {
+    /// From `OPENAI_REALTIME_URL` and `OPENAI_API_KEY`.
+    pub fn from_env() -> Services {
+        Services {
+            realtime: RealtimeEndpoint {
+                url: std::env::var("OPENAI_REALTIME_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| OPENAI_REALTIME_URL.to_owned()),
+                api_key: std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty()),
+                simulator: false,
+            },
+        }
+    }
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::from_env()
+    }
 }
 
 impl BuildCtx<'_> {

@@ -202,6 +202,7 @@ impl Harness {
             stage: "under_test",
             inputs,
             outputs: &negotiated.ports,
+            services: &crate::stage::Services::from_env(),
         };
         let Runnable::Inline(stage) = spec.build(&ctx).map_err(|e| e.to_string())? else {
             return Err("a task stage cannot run in a Harness".into());

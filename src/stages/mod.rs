@@ -24,6 +24,7 @@ stages! {
     encode => Encode,
     resample => Resample,
     vad => Vad,
+    realtime => Realtime,
     call_playback => CallPlayback,
     // Test, bench and replay kinds.
     replay => Replay,

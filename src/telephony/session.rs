@@ -75,6 +75,8 @@ pub struct SessionConfig {
     pub max_bot_queue: Duration,
     /// Cancelled when the server wants every call ended now.
     pub end_calls: CancellationToken,
+    /// Outside services the call's stages use.
+    pub services: Arc<crate::stage::Services>,
     /// Where each call's report goes, if someone listens (tests, tools); never waited on.
     pub reports: Option<tokio::sync::mpsc::Sender<SessionReport>>,
 }
@@ -470,6 +472,7 @@ where
             call_id: Some(Arc::clone(&call_id)),
             profile: false,
             bus: Some(bus),
+            services: Some(Arc::clone(&self.config.services)),
         };
         let mut pipeline = match Pipeline::start(Arc::clone(graph), options) {
             Ok(p) => p,

@@ -1,0 +1,955 @@
+//! `realtime`: the caller's voice to OpenAI's Realtime API (GA) and the bot's voice back.
+//!
+//! A task stage: it owns a WebSocket (tokio-tungstenite over rustls). In: caller audio, PCM16
+//! at 24 kHz (sent as `audio/pcm`) or μ-law at 8 kHz (sent as `audio/pcmu`), as negotiated on
+//! its input edge. Out, on four ports: `audio` (bot PCM16 at 24 or 8 kHz, then `ReplyEnded`),
+//! `transcript` (caller and bot, partial and final), `tool_calls` (`ToolCall` events) and
+//! `events` (server speech detection, response lifecycle, errors, reconnections).
+//!
+//! On `Interrupt { heard }` it cancels the response in progress and truncates the bot's item
+//! to what the caller heard (capped at what was received). Tool results arrive as `ToolResult`
+//! on the control lane and go back as `function_call_output` + `response.create`.
+//!
+//! Resilience: every write has a deadline; a ping every few seconds and a read deadline catch a
+//! half-dead socket. A drop, a stall or `session_expired` reconnects with exponential backoff
+//! and jitter, restores the session and the last turns as text, and sends the caller audio
+//! buffered during the gap (bounded, oldest dropped, counted). The session is renewed between
+//! turns before the 60-minute cap. Fatal errors (`invalid_api_key`, `insufficient_quota`, …)
+//! end the call with the reason, never a reconnect loop. Facts: PROTOCOLS.md §3.
+
+pub mod protocol;
+pub mod simulator;
+pub mod tools;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures::future::BoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::codec::{ULAW_TO_LINEAR, linear_to_ulaw};
+use crate::format::{Caps, Encoding, Format};
+use crate::frame::{AudioChunk, Control, Event, Frame, Speaker, TextChunk};
+use crate::pipeline::BusKind;
+use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
+use crate::stage::{BuildCtx, BuildError, Port, Runnable, StageError, TaskIo, TaskStage};
+use protocol::{
+    AudioDelta, AudioFormat, AudioInput, AudioOutput, ClientEvent, Content, Item, Peek,
+    ServerEvent, Session, SessionAudio, Transcription, TurnDetection,
+};
+
+/// Output ports, in order.
+pub const PORT_AUDIO: usize = 0;
+/// Transcript port.
+pub const PORT_TRANSCRIPT: usize = 1;
+/// Tool-call port.
+pub const PORT_TOOL_CALLS: usize = 2;
+/// Events port.
+pub const PORT_EVENTS: usize = 3;
+
+static PCM_24K: Caps = Caps::Audio { rates: &[24000] };
+static PCMU_8K: Caps = Caps::Encoded {
+    encodings: &[Encoding::Mulaw],
+    rates: &[8000],
+};
+
+fn d_model() -> String {
+    "gpt-realtime".into()
+}
+fn d_voice() -> String {
+    "marin".into()
+}
+fn d_output_format() -> String {
+    "pcm16".into()
+}
+fn d_transcription_model() -> String {
+    "gpt-4o-transcribe".into()
+}
+fn d_turn_detection() -> String {
+    "server_vad".into()
+}
+fn d_threshold() -> f32 {
+    0.5
+}
+fn d_prefix_padding_ms() -> u32 {
+    300
+}
+fn d_silence_duration_ms() -> u32 {
+    500
+}
+fn d_true() -> bool {
+    true
+}
+fn d_renew_after_secs() -> u64 {
+    // Before OpenAI's 60-minute session cap (§3.11), between turns.
+    55 * 60
+}
+fn d_connect_timeout_ms() -> u64 {
+    5000
+}
+fn d_write_timeout_ms() -> u64 {
+    2000
+}
+fn d_read_timeout_ms() -> u64 {
+    10_000
+}
+fn d_ping_every_ms() -> u64 {
+    3000
+}
+fn d_max_reconnects() -> u32 {
+    5
+}
+fn d_backoff_initial_ms() -> u64 {
+    200
+}
+fn d_backoff_max_ms() -> u64 {
+    5000
+}
+fn d_gap_buffer_ms() -> u32 {
+    3000
+}
+fn d_history_turns() -> usize {
+    10
+}
+
+/// Parameters of `realtime`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSpec {
+    /// Realtime model (`gpt-realtime`, `gpt-realtime-mini`, …).
+    #[serde(default = "d_model")]
+    pub model: String,
+    /// Voice (`marin`, `shimmer`, …).
+    #[serde(default = "d_voice")]
+    pub voice: String,
+    /// A file of instructions for the model (relative to the working directory).
+    pub instructions: Option<String>,
+    /// `pcm16` (24 kHz) or `pcmu` (8 kHz μ-law): must match the input edge when given.
+    pub input_format: Option<String>,
+    /// `pcm16` (24 kHz out) or `pcmu` (8 kHz out, decoded to PCM16 here).
+    #[serde(default = "d_output_format")]
+    pub output_format: String,
+    /// Model that transcribes the caller.
+    #[serde(default = "d_transcription_model")]
+    pub transcription_model: String,
+    /// Language hint for the caller's transcription (e.g. `hi`); none for code-mixed speech.
+    pub language: Option<String>,
+    /// `server_vad`, `semantic_vad` or `none`.
+    #[serde(default = "d_turn_detection")]
+    pub turn_detection: String,
+    /// Server VAD threshold, 0–1.
+    #[serde(default = "d_threshold")]
+    pub vad_threshold: f32,
+    /// Server VAD audio kept before speech, ms.
+    #[serde(default = "d_prefix_padding_ms")]
+    pub prefix_padding_ms: u32,
+    /// Server VAD silence that ends a turn, ms.
+    #[serde(default = "d_silence_duration_ms")]
+    pub silence_duration_ms: u32,
+    /// Let the model answer on its own at the end of a turn.
+    #[serde(default = "d_true")]
+    pub create_response: bool,
+    /// Let the model cancel its own answer when the caller speaks. Off by default: Caly's
+    /// own barge-in ignores backchannels ("haan") and clears Exotel in step.
+    #[serde(default)]
+    pub interrupt_response: bool,
+    /// Tools (agents) the model may call: `order_status`, `cancel_order`, …
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Overrides the Realtime URL (tests; `${VAR}` works).
+    pub url: Option<String>,
+    /// Renew the session (reconnect between turns) after this many seconds.
+    #[serde(default = "d_renew_after_secs")]
+    pub renew_after_secs: u64,
+    /// Connect deadline, ms.
+    #[serde(default = "d_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Deadline for every socket write, ms.
+    #[serde(default = "d_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// The socket counts as dead after this long without hearing from the server, ms.
+    #[serde(default = "d_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Ping interval, ms.
+    #[serde(default = "d_ping_every_ms")]
+    pub ping_every_ms: u64,
+    /// Consecutive failed reconnects before the call is ended.
+    #[serde(default = "d_max_reconnects")]
+    pub max_reconnects: u32,
+    /// First reconnect delay, ms (doubles, with jitter).
+    #[serde(default = "d_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms.
+    #[serde(default = "d_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Caller audio kept while reconnecting, ms (oldest dropped beyond it).
+    #[serde(default = "d_gap_buffer_ms")]
+    pub gap_buffer_ms: u32,
+    /// Turns restored as text after a reconnect.
+    #[serde(default = "d_history_turns")]
+    pub history_turns: usize,
+}
+
+/// What the session loop needs, built once per call.
+#[derive(Debug, Clone)]
+struct Config {
+    url: String,
+    api_key: Option<String>,
+    session: Session,
+    input_pcmu: bool,
+    output_pcmu: bool,
+    output_rate: u32,
+    connect_timeout: Duration,
+    write_timeout: Duration,
+    read_timeout: Duration,
+    ping_every: Duration,
+    renew_after: Duration,
+    max_reconnects: u32,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    gap_bytes: usize,
+    history_turns: usize,
+}
+
+/// Speech to speech over the OpenAI Realtime API.
+pub struct Realtime {
+    config: Arc<Config>,
+}
+
+fn audio_format(name: &str) -> Option<bool> {
+    match name {
+        "pcm16" => Some(false),
+        "pcmu" => Some(true),
+        _ => None,
+    }
+}
+
+impl StageKind for Realtime {
+    const NAME: &'static str = "realtime";
+    const SUMMARY: &'static str = "OpenAI Realtime (GA) speech to speech: audio, transcripts, tool calls.";
+    const EXAMPLE: &'static str = "model = \"gpt-realtime\"\nvoice = \"marin\"\ntools = [\"order_status\"]";
+    const ROLE: Role = Role::Transform;
+    const TASK: bool = true;
+    type Spec = RealtimeSpec;
+
+    fn input_caps(_: &RealtimeSpec) -> Caps {
+        Caps::Either(&PCM_24K, &PCMU_8K)
+    }
+
+    fn validate(spec: &RealtimeSpec) -> Vec<Invalid> {
+        let mut invalid = Vec::new();
+        if spec.input_format.as_deref().is_some_and(|f| audio_format(f).is_none()) {
+            invalid.push(Invalid {
+                key: "input_format",
+                message: "`pcm16` (24 kHz) or `pcmu` (8 kHz μ-law)".into(),
+            });
+        }
+        if audio_format(&spec.output_format).is_none() {
+            invalid.push(Invalid {
+                key: "output_format",
+                message: "`pcm16` (24 kHz) or `pcmu` (8 kHz μ-law)".into(),
+            });
+        }
+        if !["server_vad", "semantic_vad", "none"].contains(&spec.turn_detection.as_str()) {
+            invalid.push(Invalid {
+                key: "turn_detection",
+                message: "`server_vad`, `semantic_vad` or `none`".into(),
+            });
+        }
+        if let Some(unknown) = spec.tools.iter().find(|t| !tools::known(t)) {
+            invalid.push(Invalid {
+                key: "tools",
+                message: format!(
+                    "no tool `{unknown}`; known: {}",
+                    tools::catalog().iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        if !(0.0..=1.0).contains(&spec.vad_threshold) {
+            invalid.push(Invalid {
+                key: "vad_threshold",
+                message: "between 0 and 1".into(),
+            });
+        }
+        invalid
+    }
+
+    fn negotiate(
+        spec: &RealtimeSpec,
+        inputs: &[Format],
+        _: &CompileOptions,
+    ) -> Result<Negotiated, String> {
+        let pcmu_in = match inputs.first() {
+            Some(Format::Audio(_)) => false,
+            Some(Format::Encoded(_)) => true,
+            other => return Err(format!("realtime needs caller audio, got {other:?}")),
+        };
+        if let Some(declared) = spec.input_format.as_deref().and_then(audio_format)
+            && declared != pcmu_in
+        {
+            return Err(format!(
+                "input_format = \"{}\" but the input edge carries {}",
+                spec.input_format.as_deref().unwrap_or(""),
+                inputs[0]
+            ));
+        }
+        let out_rate = if audio_format(&spec.output_format) == Some(true) {
+            8000
+        } else {
+            24000
+        };
+        Ok(Negotiated {
+            ports: vec![
+                Port {
+                    name: "audio",
+                    format: Format::audio(out_rate),
+                },
+                Port {
+                    name: "transcript",
+                    format: Format::Text,
+                },
+                Port {
+                    name: "tool_calls",
+                    format: Format::Events,
+                },
+                Port {
+                    name: "events",
+                    format: Format::Events,
+                },
+            ],
+            latency: Duration::ZERO,
+        })
+    }
+
+    fn build(spec: &RealtimeSpec, ctx: &BuildCtx<'_>) -> Result<Runnable, BuildError> {
+        let input_pcmu = matches!(ctx.input(), Some(Format::Encoded(_)));
+        let output_pcmu = audio_format(&spec.output_format) == Some(true);
+        let instructions = match &spec.instructions {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ctx.error(format!("cannot read instructions {path}: {e}"))
+            })?),
+            None => None,
+        };
+        let format = |pcmu: bool| if pcmu { AudioFormat::pcmu() } else { AudioFormat::pcm() };
+        let turn_detection = match spec.turn_detection.as_str() {
+            "none" => None,
+            kind => Some(TurnDetection {
+                kind: kind.into(),
+                threshold: (kind == "server_vad").then_some(spec.vad_threshold),
+                prefix_padding_ms: (kind == "server_vad").then_some(spec.prefix_padding_ms),
+                silence_duration_ms: (kind == "server_vad").then_some(spec.silence_duration_ms),
+                create_response: Some(spec.create_response),
+                interrupt_response: Some(spec.interrupt_response),
+                eagerness: None,
+            }),
+        };
+        let declared = tools::declare(&spec.tools);
+        let session = Session {
+            kind: "realtime".into(),
+            model: Some(spec.model.clone()),
+            instructions,
+            output_modalities: Some(vec!["audio".into()]),
+            audio: Some(SessionAudio {
+                input: Some(AudioInput {
+                    format: Some(format(input_pcmu)),
+                    noise_reduction: Some(serde_json::json!({"type": "near_field"})),
+                    transcription: Some(Transcription {
+                        model: spec.transcription_model.clone(),
+                        language: spec.language.clone(),
+                        prompt: None,
+                    }),
+                    turn_detection,
+                }),
+                output: Some(AudioOutput {
+                    format: Some(format(output_pcmu)),
+                    voice: Some(spec.voice.clone()),
+                    speed: None,
+                }),
+            }),
+            tool_choice: (!declared.is_empty()).then(|| "auto".into()),
+            tools: (!declared.is_empty()).then_some(declared),
+            max_output_tokens: None,
+            truncation: None,
+        };
+        let endpoint = &ctx.services.realtime;
+        let base = spec.url.clone().unwrap_or_else(|| endpoint.url.clone());
+        let url = if base.contains("model=") {
+            base
+        } else {
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{sep}model={}", spec.model)
+        };
+        // 1 byte per sample μ-law at 8 kHz; 2 bytes at 24 kHz.
+        let gap_bytes = if input_pcmu { 8 } else { 48 } * spec.gap_buffer_ms as usize;
+        Ok(Runnable::Task(Box::new(Realtime {
+            config: Arc::new(Config {
+                url,
+                api_key: endpoint.api_key.clone(),
+                session,
+                input_pcmu,
+                output_pcmu,
+                output_rate: if output_pcmu { 8000 } else { 24000 },
+                connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
+                write_timeout: Duration::from_millis(spec.write_timeout_ms),
+                read_timeout: Duration::from_millis(spec.read_timeout_ms),
+                ping_every: Duration::from_millis(spec.ping_every_ms.max(10)),
+                renew_after: Duration::from_secs(spec.renew_after_secs),
+                max_reconnects: spec.max_reconnects,
+                backoff_initial: Duration::from_millis(spec.backoff_initial_ms.max(1)),
+                backoff_max: Duration::from_millis(spec.backoff_max_ms.max(1)),
+                gap_bytes,
+                history_turns: spec.history_turns,
+            }),
+        })))
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The caller's audio ended: the call is over.
+    InputEnded,
+    /// Reconnect (the socket dropped, stalled, expired, or is being renewed).
+    Reconnect(String),
+    /// The model will not serve this call: end it with this reason.
+    Fatal(String),
+}
+
+/// What survives reconnections.
+struct State {
+    /// Encoded caller audio not yet sent (the gap while reconnecting).
+    gap: VecDeque<u8>,
+    gap_dropped: u64,
+    /// Recent turns as (role, text), for context restore.
+    history: VecDeque<(&'static str, String)>,
+    active_response: Option<String>,
+    /// Responses we cancelled: their late audio is dropped.
+    cancelled: VecDeque<String>,
+    /// The assistant item whose audio is playing, and ms of its audio received.
+    item: Option<(String, u64)>,
+    /// A `response.create` to send once the active response is done.
+    pending_create: Option<Option<serde_json::Value>>,
+    /// Partial transcripts, for pts.
+    started: Instant,
+    unknown_logged: HashSet<String>,
+    scratch: Vec<u8>,
+    pcm: Vec<i16>,
+    b64: String,
+}
+
+impl State {
+    fn remember(&mut self, role: &'static str, text: String, limit: usize) {
+        if text.trim().is_empty() {
+            return;
+        }
+        self.history.push_back((role, text));
+        while self.history.len() > limit * 2 {
+            self.history.pop_front();
+        }
+    }
+
+    fn buffer_gap(&mut self, bytes: &[u8], limit: usize) {
+        self.gap.extend(bytes);
+        if self.gap.len() > limit {
+            let over = self.gap.len() - limit;
+            self.gap.drain(..over);
+            self.gap_dropped += over as u64;
+        }
+    }
+}
+
+impl TaskStage for Realtime {
+    fn run(self: Box<Self>, io: TaskIo) -> BoxFuture<'static, Result<(), StageError>> {
+        run(self.config, io).boxed()
+    }
+}
+
+/// The stage's whole life: connect, serve, reconnect as needed, end with the call.
+async fn run(config: Arc<Config>, mut io: TaskIo) -> Result<(), StageError> {
+    let mut state = State {
+        gap: VecDeque::new(),
+        gap_dropped: 0,
+        history: VecDeque::new(),
+        active_response: None,
+        cancelled: VecDeque::new(),
+        item: None,
+        pending_create: None,
+        started: Instant::now(),
+        unknown_logged: HashSet::new(),
+        scratch: Vec::new(),
+        pcm: Vec::new(),
+        b64: String::new(),
+    };
+    let mut failures: u32 = 0;
+    let mut reconnecting = false;
+    loop {
+        let socket = match connect(&config).await {
+            Ok(socket) => socket,
+            Err(ConnectError::Fatal(reason)) => return end(io, reason).await,
+            Err(ConnectError::Retry(reason)) => {
+                failures += 1;
+                if failures > config.max_reconnects {
+                    return end(io, format!("realtime unreachable after {failures} attempts: {reason}")).await;
+                }
+                tracing::warn!(attempt = failures, error = %reason, "Realtime connect failed; retrying.");
+                if !wait_buffering(&config, &mut io, &mut state, backoff(&config, failures)).await {
+                    io.output.close().await;
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        if reconnecting {
+            push_event(&mut io, Event::ModelReconnected { attempts: failures.max(1) }).await?;
+            if state.gap_dropped > 0 {
+                tracing::warn!(dropped_bytes = state.gap_dropped, "Caller audio dropped while reconnecting.");
+            }
+        }
+        let connected_at = Instant::now();
+        match serve(&config, socket, &mut io, &mut state, reconnecting).await? {
+            SessionEnd::InputEnded => {
+                io.output.close().await;
+                return Ok(());
+            }
+            SessionEnd::Fatal(reason) => return end(io, reason).await,
+            SessionEnd::Reconnect(reason) => {
+                tracing::warn!(%reason, "Realtime connection ended; reconnecting.");
+                reconnecting = true;
+                // A connection that served a while resets the count; one that failed at once
+                // does not, so a server that accepts and then drops cannot loop forever.
+                if connected_at.elapsed() > config.read_timeout {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > config.max_reconnects {
+                    return end(io, format!("realtime kept failing: {reason}")).await;
+                }
+                let delay = if reason == "renewal" { Duration::ZERO } else { backoff(&config, failures) };
+                if !wait_buffering(&config, &mut io, &mut state, delay).await {
+                    io.output.close().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Ends the call cleanly with a reason the transport and the store can record.
+async fn end(mut io: TaskIo, reason: String) -> Result<(), StageError> {
+    tracing::error!(%reason, "Realtime cannot serve this call; ending it.");
+    let _ = push_event(&mut io, Event::ModelError { code: "fatal".into(), message: reason.clone() }).await;
+    io.output.close().await;
+    Err(StageError::end(reason))
+}
+
+/// Exponential backoff with ±50% jitter.
+fn backoff(config: &Config, attempt: u32) -> Duration {
+    let exp = config
+        .backoff_initial
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(config.backoff_max);
+    let nanos = Instant::now().elapsed().subsec_nanos() ^ std::process::id().rotate_left(attempt);
+    let jitter = 0.5 + f64::from(xorshift(nanos) % 1000) / 1000.0;
+    exp.mul_f64(jitter)
+}
+
+fn xorshift(mut x: u32) -> u32 {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    x.max(1)
+}
+
+/// Sleeps for `delay` while keeping caller audio in the gap buffer. `false` if the input ended.
+async fn wait_buffering(config: &Config, io: &mut TaskIo, state: &mut State, delay: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return true,
+            item = io.input.next() => match item {
+                None => return false,
+                Some((_, frame)) => {
+                    if let Some(bytes) = encode_input(config, frame, &mut state.scratch).map(<[u8]>::to_vec) {
+                        state.buffer_gap(&bytes, config.gap_bytes);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Encodes caller audio in the session's input format (PCM16LE, or μ-law passed through).
+fn encode_input<'a>(config: &Config, frame: Frame<'a>, scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    match frame {
+        Frame::Audio(a) if !config.input_pcmu => {
+            scratch.clear();
+            scratch.extend(a.samples.iter().flat_map(|s| s.to_le_bytes()));
+            Some(scratch.as_slice())
+        }
+        Frame::Audio(a) => {
+            scratch.clear();
+            scratch.extend(a.samples.iter().map(|s| linear_to_ulaw(*s)));
+            Some(scratch.as_slice())
+        }
+        Frame::Packet(p) => Some(p.bytes),
+        _ => None,
+    }
+}
+
+enum ConnectError {
+    Retry(String),
+    Fatal(String),
+}
+
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+async fn connect(config: &Config) -> Result<Socket, ConnectError> {
+    install_crypto();
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::Fatal(format!("bad realtime url: {e}")))?;
+    if let Some(key) = &config.api_key {
+        let value = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| ConnectError::Fatal("API key is not a valid header".into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, None, true, None);
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Err(tungstenite::Error::Http(response))) if [401, 403].contains(&response.status().as_u16()) => {
+            Err(ConnectError::Fatal(format!("realtime refused the key: HTTP {}", response.status())))
+        }
+        Ok(Err(e)) => Err(ConnectError::Retry(e.to_string())),
+        Err(_) => Err(ConnectError::Retry("connect deadline passed".into())),
+    }
+}
+
+async fn send(config: &Config, socket: &mut Socket, event: &ClientEvent) -> Result<(), String> {
+    let text = serde_json::to_string(event).map_err(|e| e.to_string())?;
+    send_text(config, socket, text).await
+}
+
+async fn send_text(config: &Config, socket: &mut Socket, text: String) -> Result<(), String> {
+    match tokio::time::timeout(config.write_timeout, socket.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err("write deadline passed".into()),
+    }
+}
+
+async fn push_event(io: &mut TaskIo, event: Event) -> Result<(), StageError> {
+    io.ctx.publish(BusKind::Event(event.clone()));
+    io.output.push(PORT_EVENTS, Frame::Event(&event)).await
+}
+
+async fn push_text(io: &mut TaskIo, state: &State, speaker: Speaker, text: String, is_final: bool) -> Result<(), StageError> {
+    let chunk = TextChunk {
+        pts: state.started.elapsed(),
+        text,
+        is_final,
+        speaker,
+    };
+    if is_final {
+        io.ctx.publish(BusKind::Text(chunk.clone()));
+    }
+    io.output.push(PORT_TRANSCRIPT, Frame::Text(&chunk)).await
+}
+
+/// One connection: configure, restore, then relay until it ends.
+async fn serve(
+    config: &Config,
+    mut socket: Socket,
+    io: &mut TaskIo,
+    state: &mut State,
+    restore: bool,
+) -> Result<SessionEnd, StageError> {
+    if let Err(e) = send(config, &mut socket, &ClientEvent::SessionUpdate { session: config.session.clone() }).await {
+        return Ok(SessionEnd::Reconnect(e));
+    }
+    if restore {
+        let items: Vec<_> = state.history.iter().cloned().collect();
+        for (role, text) in items {
+            let content = if role == "assistant" {
+                Content::OutputText { text }
+            } else {
+                Content::InputText { text }
+            };
+            let item = Item::Message { role: role.into(), content: vec![content] };
+            if let Err(e) = send(config, &mut socket, &ClientEvent::ConversationItemCreate { item }).await {
+                return Ok(SessionEnd::Reconnect(e));
+            }
+        }
+        // The response in flight died with the old socket.
+        state.active_response = None;
+        state.item = None;
+    }
+    // Audio that arrived while we were away.
+    while !state.gap.is_empty() {
+        let n = state.gap.len().min(48_000);
+        let bytes: Vec<u8> = state.gap.drain(..n).collect();
+        if let Err(e) = append(config, &mut socket, state, &bytes).await {
+            return Ok(SessionEnd::Reconnect(e));
+        }
+    }
+    let renew_at = tokio::time::Instant::now() + config.renew_after;
+    let mut ping = tokio::time::interval(config.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        let renew_due = state.active_response.is_none();
+        tokio::select! {
+            biased;
+            control = io.control.recv() => {
+                let Some(control) = control else { continue };
+                if let Err(e) = on_control(config, &mut socket, state, control).await {
+                    return Ok(SessionEnd::Reconnect(e));
+                }
+            }
+            message = socket.next() => {
+                last_heard = Instant::now();
+                match message {
+                    None => return Ok(SessionEnd::Reconnect("socket closed".into())),
+                    Some(Err(e)) => return Ok(SessionEnd::Reconnect(format!("socket error: {e}"))),
+                    Some(Ok(Message::Close(frame))) => {
+                        if let Some(f) = &frame
+                            && u16::from(f.code) >= 4000
+                        {
+                            return Ok(SessionEnd::Fatal(format!("realtime closed the session: {} {}", u16::from(f.code), f.reason)));
+                        }
+                        let _ = frame.map(|f| f.code == CloseCode::Normal);
+                        return Ok(SessionEnd::Reconnect("socket closed by the server".into()));
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(end) = on_server(config, &mut socket, io, state, text.as_str()).await? {
+                            return Ok(end);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            item = io.input.next() => {
+                match item {
+                    None => {
+                        let _ = tokio::time::timeout(config.write_timeout, socket.close(None)).await;
+                        return Ok(SessionEnd::InputEnded);
+                    }
+                    Some((_, frame)) => {
+                        let Some(bytes) = encode_input(config, frame, &mut state.scratch).map(<[u8]>::to_vec) else {
+                            continue;
+                        };
+                        if let Err(e) = append(config, &mut socket, state, &bytes).await {
+                            state.buffer_gap(&bytes, config.gap_bytes);
+                            return Ok(SessionEnd::Reconnect(e));
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > config.read_timeout {
+                    return Ok(SessionEnd::Reconnect("read deadline passed: the server went quiet".into()));
+                }
+                let sent = tokio::time::timeout(config.write_timeout, socket.send(Message::Ping(Vec::new().into()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return Ok(SessionEnd::Reconnect("ping could not be written".into()));
+                }
+            }
+            () = tokio::time::sleep_until(renew_at), if renew_due => {
+                let _ = tokio::time::timeout(config.write_timeout, socket.close(None)).await;
+                return Ok(SessionEnd::Reconnect("renewal".into()));
+            }
+        }
+    }
+}
+
+async fn append(config: &Config, socket: &mut Socket, state: &mut State, bytes: &[u8]) -> Result<(), String> {
+    state.b64.clear();
+    STANDARD.encode_string(bytes, &mut state.b64);
+    let text = format!(r#"{{"type":"input_audio_buffer.append","audio":"{}"}}"#, state.b64);
+    send_text(config, socket, text).await
+}
+
+async fn on_control(config: &Config, socket: &mut Socket, state: &mut State, control: Control) -> Result<(), String> {
+    match control {
+        Control::Interrupt { heard } => {
+            if let Some(id) = state.active_response.take() {
+                send(config, socket, &ClientEvent::ResponseCancel { response_id: Some(id.clone()) }).await?;
+                state.cancelled.push_back(id);
+                while state.cancelled.len() > 16 {
+                    state.cancelled.pop_front();
+                }
+            }
+            if let Some((item_id, received_ms)) = state.item.take() {
+                let audio_end_ms = (heard.as_millis() as u64).min(received_ms);
+                send(
+                    config,
+                    socket,
+                    &ClientEvent::ConversationItemTruncate { item_id, content_index: 0, audio_end_ms },
+                )
+                .await?;
+            }
+            state.pending_create = None;
+        }
+        Control::ToolResult { call_id, output } => {
+            let item = Item::FunctionCallOutput { call_id, output };
+            send(config, socket, &ClientEvent::ConversationItemCreate { item }).await?;
+            request_response(config, socket, state, None).await?;
+        }
+        Control::Say(text) => {
+            let response = serde_json::json!({
+                "instructions": format!("Say this to the caller, in their language: {text}"),
+            });
+            request_response(config, socket, state, Some(response)).await?;
+        }
+        Control::Hangup => {}
+    }
+    Ok(())
+}
+
+/// `response.create` now, or once the active response is done (one at a time, §3.10).
+async fn request_response(
+    config: &Config,
+    socket: &mut Socket,
+    state: &mut State,
+    response: Option<serde_json::Value>,
+) -> Result<(), String> {
+    if state.active_response.is_some() {
+        state.pending_create = Some(response);
+        return Ok(());
+    }
+    send(config, socket, &ClientEvent::ResponseCreate { response }).await
+}
+
+async fn on_server(
+    config: &Config,
+    socket: &mut Socket,
+    io: &mut TaskIo,
+    state: &mut State,
+    text: &str,
+) -> Result<Option<SessionEnd>, StageError> {
+    let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
+        tracing::warn!("Skipping a Realtime message that is not an event.");
+        return Ok(None);
+    };
+    if peek.kind == "response.output_audio.delta" {
+        let Ok(delta) = serde_json::from_str::<AudioDelta<'_>>(text) else {
+            return Ok(None);
+        };
+        if state.cancelled.iter().any(|c| *c == delta.response_id) {
+            return Ok(None);
+        }
+        state.scratch.clear();
+        let Ok(()) = STANDARD.decode_vec(delta.delta.as_bytes(), &mut state.scratch) else {
+            tracing::warn!("Skipping an audio delta that is not base64.");
+            return Ok(None);
+        };
+        state.pcm.clear();
+        if config.output_pcmu {
+            state.pcm.extend(state.scratch.iter().map(|b| ULAW_TO_LINEAR[*b as usize]));
+        } else {
+            state.pcm.extend(state.scratch.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
+        }
+        let ms = state.pcm.len() as u64 * 1000 / u64::from(config.output_rate);
+        match &mut state.item {
+            Some((id, received)) if *id == delta.item_id => *received += ms,
+            _ => state.item = Some((delta.item_id.to_string(), ms)),
+        }
+        let chunk = AudioChunk { pts: state.started.elapsed(), samples: &state.pcm };
+        io.output.push(PORT_AUDIO, Frame::Audio(chunk)).await?;
+        return Ok(None);
+    }
+    let event = match serde_json::from_str::<ServerEvent>(text) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(kind = %peek.kind, error = %e, "Skipping a malformed Realtime event.");
+            return Ok(None);
+        }
+    };
+    match event {
+        ServerEvent::SessionCreated { .. } | ServerEvent::SessionUpdated { .. } | ServerEvent::ItemTruncated { .. } => {}
+        ServerEvent::Error { error } => {
+            let code = error.code.clone().unwrap_or_default();
+            if error.is_fatal() {
+                return Ok(Some(SessionEnd::Fatal(format!("{code}: {}", error.message))));
+            }
+            if code != "response_cancel_not_active" {
+                push_event(io, Event::ModelError { code: code.clone(), message: error.message.clone() }).await?;
+            }
+            if error.ends_socket() {
+                return Ok(Some(SessionEnd::Reconnect(code)));
+            }
+        }
+        ServerEvent::SpeechStarted { .. } => push_event(io, Event::ModelSpeechStarted).await?,
+        ServerEvent::SpeechStopped { .. } => push_event(io, Event::ModelSpeechStopped).await?,
+        ServerEvent::InputTranscriptDelta { delta, .. } => push_text(io, state, Speaker::Caller, delta, false).await?,
+        ServerEvent::InputTranscriptCompleted { transcript, .. } => {
+            state.remember("user", transcript.clone(), config.history_turns);
+            push_text(io, state, Speaker::Caller, transcript, true).await?;
+        }
+        ServerEvent::ResponseCreated { response } => {
+            state.active_response = Some(response.id.clone());
+            push_event(io, Event::ResponseStarted { id: response.id }).await?;
+        }
+        ServerEvent::OutputItemAdded { item, .. } => {
+            if item.kind == "message" {
+                state.item = Some((item.id, 0));
+            }
+        }
+        ServerEvent::AudioDone { response_id, .. } => {
+            if !state.cancelled.contains(&response_id) {
+                io.output.push(PORT_AUDIO, Frame::Event(&Event::ReplyEnded)).await?;
+            }
+        }
+        ServerEvent::OutputTranscriptDelta { response_id, delta, .. } => {
+            if !state.cancelled.contains(&response_id) {
+                push_text(io, state, Speaker::Bot, delta, false).await?;
+            }
+        }
+        ServerEvent::OutputTranscriptDone { transcript, .. } => {
+            state.remember("assistant", transcript.clone(), config.history_turns);
+            push_text(io, state, Speaker::Bot, transcript, true).await?;
+        }
+        ServerEvent::FunctionCallArgumentsDone { call_id, name, arguments, .. } => {
+            let call = Event::ToolCall { call_id, name, arguments };
+            io.ctx.publish(BusKind::Event(call.clone()));
+            io.output.push(PORT_TOOL_CALLS, Frame::Event(&call)).await?;
+        }
+        ServerEvent::ResponseDone { response } => {
+            if state.active_response.as_deref() == Some(response.id.as_str()) {
+                state.active_response = None;
+            }
+            let output_tokens = response.usage.as_ref().map_or(0, |u| u.output_tokens);
+            push_event(io, Event::ResponseDone { id: response.id, status: response.status, output_tokens }).await?;
+            if state.active_response.is_none()
+                && let Some(pending) = state.pending_create.take()
+                && let Err(e) = send(config, socket, &ClientEvent::ResponseCreate { response: pending }).await
+            {
+                return Ok(Some(SessionEnd::Reconnect(e)));
+            }
+        }
+        ServerEvent::Other => {
+            if state.unknown_logged.len() < 64 && state.unknown_logged.insert(peek.kind.to_string()) {
+                tracing::debug!(kind = %peek.kind, "Skipping a Realtime event Caly does not use.");
+            }
+        }
+    }
+    Ok(None)
+}
