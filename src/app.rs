@@ -44,6 +44,10 @@ pub struct AppState {
     pub calls: TaskTracker,
     /// `user:password` for the stream upgrade, if required.
     pub stream_auth: Option<Arc<str>>,
+    /// Which Realtime backend calls use: `openai`, `simulator`, or `unused`.
+    pub realtime: &'static str,
+    /// The offline Realtime simulator, when there is no API key.
+    pub simulator: Option<Arc<crate::stages::realtime_simulator::Simulator>>,
 }
 
 /// A server that has bound its port and compiled its pipeline.
@@ -83,6 +87,29 @@ impl App {
             rates = ?graphs.rates(),
             "Pipeline compiled."
         );
+        let mut services = crate::stage::Services::from_env();
+        let uses_realtime = graph.nodes().iter().any(|n| n.kind.name == "realtime");
+        let (realtime, simulator) = if !uses_realtime {
+            ("unused", None)
+        } else if services.realtime.api_key.is_some() {
+            tracing::info!(url = %services.realtime.url, "Realtime: OpenAI.");
+            ("openai", None)
+        } else {
+            let sim = crate::stages::realtime_simulator::Simulator::start(Default::default())
+                .await
+                .context("cannot start the Realtime simulator")?;
+            services.realtime = crate::stage::RealtimeEndpoint {
+                url: sim.url(),
+                api_key: None,
+                simulator: true,
+            };
+            tracing::warn!(
+                url = %sim.url(),
+                "OPENAI_API_KEY is not set: calls talk to the built-in Realtime SIMULATOR, not OpenAI. \
+                 The bot answers with scripted lines and a synthetic voice."
+            );
+            ("simulator", Some(Arc::new(sim)))
+        };
         let session = SessionConfig {
             graphs: Arc::new(graphs),
             metrics: Arc::new(Metrics::new()),
@@ -90,7 +117,7 @@ impl App {
             max_duration: args.max_call(),
             max_bot_queue: MAX_BOT_QUEUE,
             end_calls: CancellationToken::new(),
-            services: Arc::new(crate::stage::Services::from_env()),
+            services: Arc::new(services),
             reports: None,
         };
         Ok(App {
@@ -103,6 +130,8 @@ impl App {
                 max_calls: args.max_calls,
                 calls: TaskTracker::new(),
                 stream_auth: args.stream_auth.as_deref().map(Arc::from),
+                realtime,
+                simulator,
             },
             grace: args.drain_grace(),
         })

@@ -104,6 +104,11 @@ pub enum Event {
         /// Its id.
         id: String,
     },
+    /// The first audio of a response arrived from the model.
+    ReplyAudioStarted {
+        /// The response.
+        id: String,
+    },
     /// A response ended: `completed`, `cancelled`, `failed` or `incomplete`.
     ResponseDone {
         /// Its id.

@@ -42,7 +42,24 @@ pub struct Metrics {
     pub audio_dropped_seconds: Family<DynLabel, Counter<f64, AtomicU64>>,
     /// Bot chunks sent after Exotel's queue had run dry mid-reply: gaps the caller heard.
     pub playback_underruns: Counter,
+    /// Per turn: first bot audio from the model → first chunk written to Exotel (Caly's share).
+    pub turn_engine_seconds: Histogram,
+    /// Per turn: caller stopped → first bot audio from the model (the model's share).
+    pub turn_model_seconds: Histogram,
+    /// Per turn: caller stopped → first bot audio written to Exotel.
+    pub voice_to_voice_sent_seconds: Histogram,
+    /// Per turn: caller stopped → first bot audio confirmed played.
+    pub voice_to_voice_played_seconds: Histogram,
 }
+
+/// Bucket bounds for Caly's own share of a turn: fine around the 5 ms budget.
+pub const ENGINE_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+];
+/// Bucket bounds for whole-turn latencies (0.1 s … 10 s).
+pub const TURN_BUCKETS: &[f64] = &[
+    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -107,8 +124,36 @@ impl Metrics {
             "Bot chunks sent after the caller's playback ran dry mid-reply",
             playback_underruns.clone(),
         );
+        let turn_engine_seconds = Histogram::new(ENGINE_BUCKETS.iter().copied());
+        registry.register(
+            "turn_engine_seconds",
+            "Per turn: first bot audio from the model to its first chunk written to Exotel",
+            turn_engine_seconds.clone(),
+        );
+        let turn_model_seconds = Histogram::new(TURN_BUCKETS.iter().copied());
+        registry.register(
+            "turn_model_seconds",
+            "Per turn: caller stopped to first bot audio from the model",
+            turn_model_seconds.clone(),
+        );
+        let voice_to_voice_sent_seconds = Histogram::new(TURN_BUCKETS.iter().copied());
+        registry.register(
+            "voice_to_voice_sent_seconds",
+            "Per turn: caller stopped to first bot audio written to Exotel",
+            voice_to_voice_sent_seconds.clone(),
+        );
+        let voice_to_voice_played_seconds = Histogram::new(TURN_BUCKETS.iter().copied());
+        registry.register(
+            "voice_to_voice_played_seconds",
+            "Per turn: caller stopped to first bot audio confirmed played",
+            voice_to_voice_played_seconds.clone(),
+        );
         Metrics {
             registry,
+            turn_engine_seconds,
+            turn_model_seconds,
+            voice_to_voice_sent_seconds,
+            voice_to_voice_played_seconds,
             calls_active,
             calls_ended,
             calls_refused,

@@ -72,6 +72,9 @@ pub enum BusKind {
         /// Why.
         reason: String,
     },
+    /// One turn's latency ledger, written by the transport once the turn's first bot audio has
+    /// been sent (and, if Exotel echoed it, played).
+    Latency(TurnLatency),
     /// A test sink consumed its `frames`-th frame (benches time a frame's trip with it).
     Consumed {
         /// Frames consumed so far.
@@ -82,6 +85,20 @@ pub enum BusKind {
         /// What went wrong.
         error: String,
     },
+}
+
+/// Where one turn's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TurnLatency {
+    /// Caller stopped speaking (first of Caly's VAD and the model's) → first bot audio from the
+    /// model: the model's time, network included.
+    pub model_ms: f64,
+    /// First bot audio from the model → its first chunk written to Exotel: Caly's own share.
+    pub engine_ms: f64,
+    /// Caller stopped speaking → first bot audio written to Exotel.
+    pub voice_to_voice_sent_ms: f64,
+    /// Caller stopped speaking → first bot audio confirmed played by Exotel's mark echo.
+    pub voice_to_voice_played_ms: Option<f64>,
 }
 
 /// The per-call event stream out of a pipeline.

@@ -644,7 +644,7 @@ async fn one_call(
                                 Some(true) => {
                                     if let Some(p) = probe_sent.take() { r.added.push(now - p); }
                                 }
-                                Some(false) => {
+                                Some(false) | None => {
                                     if probe_sent.take().is_some() { r.discarded += 1; }
                                     if let Some(end) = pending_end.take() { r.first_byte.push(now.saturating_duration_since(end)); }
                                     if options.barge_in {
@@ -655,7 +655,6 @@ async fn one_call(
                                         }
                                     }
                                 }
-                                None => {}
                             }
                         }
                         last_chunk_tone = tone;

@@ -41,6 +41,7 @@ async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "active": state.session.metrics.calls_active.get(),
             "max": state.max_calls,
         },
+        "realtime": state.realtime,
         "draining": draining,
     });
     (status, Json(body))

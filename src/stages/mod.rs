@@ -35,3 +35,4 @@ stages! {
 }
 
 pub(crate) use resample::StreamResampler;
+pub use realtime::{protocol as realtime_protocol, simulator as realtime_simulator};

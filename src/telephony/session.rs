@@ -23,7 +23,7 @@ use crate::frame::{Control, Event, Frame, Packet};
 use crate::graph::Graph;
 use crate::metrics::Metrics;
 use crate::pipeline::{
-    Bus, BusEvent, BusKind, Pipeline, PipelineOptions, SinkHandle, SourceHandle,
+    Bus, BusEvent, BusKind, Pipeline, PipelineOptions, SinkHandle, SourceHandle, TurnLatency,
 };
 use crate::telephony::exotel::{Inbound, decode_payload, write_clear, write_mark, write_media};
 use crate::telephony::outbound::Outbound;
@@ -173,6 +173,8 @@ pub struct SessionReport {
     pub media_out: u64,
     /// Reaction time of each barge-in: VAD decision to `clear` written.
     pub barge_ins: Vec<Duration>,
+    /// The latency ledger: one entry per turn the bot answered.
+    pub turns: Vec<TurnLatency>,
     /// Bot audio dropped because the playback queue was full, in bytes.
     pub bot_audio_dropped: u64,
     /// Audio the pipeline's rings dropped for being full.
@@ -215,6 +217,16 @@ struct Session<'c, S> {
     idle_deadline: Instant,
     text: String,
     b64: String,
+    ledger: Ledger,
+}
+
+/// The turn being timed: when the caller stopped, when the model's audio came, when its
+/// first chunk went to Exotel (and under which mark), when that mark came back.
+#[derive(Default)]
+struct Ledger {
+    caller_stopped: Option<Instant>,
+    model_audio: Option<Instant>,
+    sent: Option<(Instant, String)>,
 }
 
 /// Runs one stream until it ends. `rate` is the stream's sample rate from the URL (checked by
@@ -240,6 +252,7 @@ where
             bad_input: HashMap::new(),
             media_out: 0,
             barge_ins: Vec::new(),
+            turns: Vec::new(),
             bot_audio_dropped: 0,
             audio_dropped: Duration::ZERO,
             playback_underruns: 0,
@@ -249,6 +262,7 @@ where
         idle_deadline: started + config.idle_timeout,
         text: String::new(),
         b64: String::new(),
+        ledger: Ledger::default(),
     };
     // Three timers, each registered once and moved only when its deadline does: a media
     // message only bumps `idle_deadline`, and the idle timer re-arms lazily when it fires early.
@@ -381,11 +395,12 @@ where
             "dtmf" => self.on_dtmf(&msg),
             "mark" => {
                 self.good();
-                if let (Some(call), Some(name)) = (
-                    self.call.as_mut(),
-                    msg.mark.as_ref().and_then(|m| m.name.as_deref()),
-                ) {
+                let name = msg.mark.as_ref().and_then(|m| m.name.as_deref());
+                if let (Some(call), Some(name)) = (self.call.as_mut(), name) {
                     call.outbound.on_mark(name, Instant::now());
+                }
+                if name.is_some() && self.ledger.sent.as_ref().map(|(_, m)| m.as_str()) == name {
+                    self.close_turn(Some(Instant::now()));
                 }
             }
             "connected" => self.good(),
@@ -515,6 +530,20 @@ where
                 self.barge_in(event.at).await;
                 None
             }
+            BusKind::Event(Event::SpeechStopped { .. } | Event::ModelSpeechStopped) => {
+                // A new turn; the first of the two detectors to hear the caller stop counts.
+                if self.ledger.model_audio.is_some() || self.ledger.caller_stopped.is_none() {
+                    self.close_turn(None);
+                    self.ledger.caller_stopped = Some(event.at);
+                }
+                None
+            }
+            BusKind::Event(Event::ReplyAudioStarted { .. }) => {
+                if self.ledger.caller_stopped.is_some() && self.ledger.model_audio.is_none() {
+                    self.ledger.model_audio = Some(event.at);
+                }
+                None
+            }
             BusKind::Failed { .. } => Some(CallEnd::PipelineFailed),
             BusKind::Ended { .. } => Some(CallEnd::PipelineEnded),
             _ => None,
@@ -558,6 +587,38 @@ where
         );
     }
 
+    /// Writes the ledger entry of the turn being timed, if it got as far as sending audio.
+    fn close_turn(&mut self, played: Option<Instant>) {
+        let ledger = std::mem::take(&mut self.ledger);
+        let (Some(stopped), Some(model), Some((sent, _))) =
+            (ledger.caller_stopped, ledger.model_audio, ledger.sent)
+        else {
+            return;
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let turn = TurnLatency {
+            model_ms: ms(model.saturating_duration_since(stopped)),
+            engine_ms: ms(sent.saturating_duration_since(model)),
+            voice_to_voice_sent_ms: ms(sent.saturating_duration_since(stopped)),
+            voice_to_voice_played_ms: played.map(|p| ms(p.saturating_duration_since(stopped))),
+        };
+        let m = &self.config.metrics;
+        m.turn_engine_seconds.observe(turn.engine_ms / 1000.0);
+        m.turn_model_seconds.observe(turn.model_ms / 1000.0);
+        m.voice_to_voice_sent_seconds.observe(turn.voice_to_voice_sent_ms / 1000.0);
+        if let Some(p) = turn.voice_to_voice_played_ms {
+            m.voice_to_voice_played_seconds.observe(p / 1000.0);
+        }
+        if let Some(call) = self.call.as_ref() {
+            call.pipeline.bus().publish(BusEvent {
+                stage: Arc::from("transport"),
+                kind: BusKind::Latency(turn),
+                at: Instant::now(),
+            });
+        }
+        self.report.turns.push(turn);
+    }
+
     fn drain_sink(&mut self, alive: bool) {
         let now = Instant::now();
         let (Some(sink), Some(call)) = (self.sink.as_mut(), self.call.as_mut()) else {
@@ -591,6 +652,9 @@ where
             if !self.send_text().await {
                 return false;
             }
+            if self.ledger.model_audio.is_some() && self.ledger.sent.is_none() {
+                self.ledger.sent = Some((Instant::now(), mark.clone()));
+            }
             write_mark(&mut self.text, &sid, &mark);
             if !self.send_text().await {
                 return false;
@@ -603,6 +667,7 @@ where
     /// Ends the call: stop feeding the pipeline, let it drain (bounded), end every task, and
     /// close the socket unless the peer already did.
     async fn finish(mut self, end: CallEnd, started: Instant) -> SessionReport {
+        self.close_turn(None);
         // Nobody will play what is still coming out: let the pipeline drop it, not wait on us.
         self.sink = None;
         if let Some(call) = self.call.take() {

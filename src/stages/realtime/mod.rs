@@ -443,6 +443,8 @@ struct State {
     /// Partial transcripts, for pts.
     started: Instant,
     unknown_logged: HashSet<String>,
+    /// The response whose first audio has been reported.
+    first_audio_of: Option<String>,
     scratch: Vec<u8>,
     pcm: Vec<i16>,
     b64: String,
@@ -487,6 +489,7 @@ async fn run(config: Arc<Config>, mut io: TaskIo) -> Result<(), StageError> {
         pending_create: None,
         started: Instant::now(),
         unknown_logged: HashSet::new(),
+        first_audio_of: None,
         scratch: Vec::new(),
         pcm: Vec::new(),
         b64: String::new(),
@@ -871,6 +874,10 @@ async fn on_server(
         match &mut state.item {
             Some((id, received)) if *id == delta.item_id => *received += ms,
             _ => state.item = Some((delta.item_id.to_string(), ms)),
+        }
+        if state.first_audio_of.as_deref() != Some(delta.response_id.as_ref()) {
+            state.first_audio_of = Some(delta.response_id.to_string());
+            io.ctx.publish(BusKind::Event(Event::ReplyAudioStarted { id: delta.response_id.to_string() }));
         }
         let chunk = AudioChunk { pts: state.started.elapsed(), samples: &state.pcm };
         io.output.push(PORT_AUDIO, Frame::Audio(chunk)).await?;

@@ -168,10 +168,6 @@ impl AudioFormat {
         }
     }
 
-    /// Whether this is μ-law.
-    pub fn is_pcmu(&self) -> bool {
-        self.kind == "audio/pcmu"
-    }
 }
 
 /// `session.audio.input.transcription`.
