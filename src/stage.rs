@@ -199,7 +199,9 @@ impl Services {
                     .ok()
                     .filter(|u| !u.is_empty())
                     .unwrap_or_else(|| OPENAI_REALTIME_URL.to_owned()),
-                api_key: std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty()),
+                api_key: std::env::var("OPENAI_API_KEY")
+                    .ok()
+                    .filter(|k| !k.is_empty()),
                 simulator: false,
             },
         }

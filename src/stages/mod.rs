@@ -34,5 +34,5 @@ stages! {
     tone_responder => ToneResponder,
 }
 
-pub(crate) use resample::StreamResampler;
 pub use realtime::{protocol as realtime_protocol, simulator as realtime_simulator};
+pub(crate) use resample::StreamResampler;

@@ -218,6 +218,8 @@ struct Session<'c, S> {
     text: String,
     b64: String,
     ledger: Ledger,
+    /// Speech was heard since the last stop: the next stop opens a turn.
+    ledger_armed: bool,
 }
 
 /// The turn being timed: when the caller stopped, when the model's audio came, when its
@@ -263,6 +265,7 @@ where
         text: String::new(),
         b64: String::new(),
         ledger: Ledger::default(),
+        ledger_armed: false,
     };
     // Three timers, each registered once and moved only when its deadline does: a media
     // message only bumps `idle_deadline`, and the idle timer re-arms lazily when it fires early.
@@ -530,9 +533,15 @@ where
                 self.barge_in(event.at).await;
                 None
             }
+            BusKind::Event(Event::SpeechStarted { .. } | Event::ModelSpeechStarted) => {
+                self.ledger_armed = true;
+                None
+            }
             BusKind::Event(Event::SpeechStopped { .. } | Event::ModelSpeechStopped) => {
-                // A new turn; the first of the two detectors to hear the caller stop counts.
-                if self.ledger.model_audio.is_some() || self.ledger.caller_stopped.is_none() {
+                // Caly's VAD and the model's both report the same stop: the first one after
+                // some speech opens the turn, the other is ignored.
+                if self.ledger_armed {
+                    self.ledger_armed = false;
                     self.close_turn(None);
                     self.ledger.caller_stopped = Some(event.at);
                 }
@@ -605,7 +614,8 @@ where
         let m = &self.config.metrics;
         m.turn_engine_seconds.observe(turn.engine_ms / 1000.0);
         m.turn_model_seconds.observe(turn.model_ms / 1000.0);
-        m.voice_to_voice_sent_seconds.observe(turn.voice_to_voice_sent_ms / 1000.0);
+        m.voice_to_voice_sent_seconds
+            .observe(turn.voice_to_voice_sent_ms / 1000.0);
         if let Some(p) = turn.voice_to_voice_played_ms {
             m.voice_to_voice_played_seconds.observe(p / 1000.0);
         }

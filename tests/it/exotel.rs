@@ -470,3 +470,50 @@ async fn a_call_ends_at_its_maximum_duration_and_on_socket_loss() {
     assert_eq!(report.end, CallEnd::SocketLost);
     assert_eq!(app.state.session.metrics.calls_active.get(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_the_server_and_the_realtime_simulator_reaches_the_caller() {
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let mut app = spawn_app(&pipeline, |_| {}).await;
+    if app.state.realtime != "simulator" {
+        eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
+        return;
+    }
+    let (status, body) = caly::simulate::http_get(&app.addr.to_string(), "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"realtime\":\"simulator\""), "{body}");
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZrt", "CArt", 8000).await.unwrap();
+    speak(&mut c, &utterance()).await;
+    // The simulator's 1.2 s answer, at 8 kHz: six chunks (the last one padded).
+    let (media, _) = bot_audio(&mut c, 6).await;
+    assert!(media.iter().all(|m| m.len() * 2 % 320 == 0));
+    // Let the last mark come back before hanging up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.stop().await.unwrap();
+    let report = app.report().await;
+    assert_eq!(report.end, CallEnd::Hangup);
+    assert_eq!(report.turns.len(), 1, "{report:?}");
+    let turn = report.turns[0];
+    assert!(
+        turn.voice_to_voice_sent_ms >= turn.model_ms + turn.engine_ms - 0.001,
+        "{turn:?}"
+    );
+    assert!(
+        turn.voice_to_voice_played_ms
+            .is_some_and(|p| p >= turn.voice_to_voice_sent_ms),
+        "{turn:?}"
+    );
+    let metrics = caly::simulate::http_get(&app.addr.to_string(), "/metrics")
+        .await
+        .unwrap()
+        .1;
+    assert_eq!(
+        caly::simulate::metric_sum(&metrics, "caly_turn_engine_seconds_count"),
+        1.0
+    );
+}

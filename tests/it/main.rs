@@ -10,6 +10,7 @@ mod helpers;
 mod isolation;
 mod leak;
 mod pipelines;
+mod realtime;
 mod replay;
 mod serve;
 mod vad_accuracy;

@@ -685,7 +685,7 @@ async fn serve(
     state: &mut State,
     restore: bool,
 ) -> Result<SessionEnd, StageError> {
-    if let Err(e) = send(config, &mut socket, &ClientEvent::SessionUpdate { session: config.session.clone() }).await {
+    if let Err(e) = send(config, &mut socket, &ClientEvent::SessionUpdate { session: Box::new(config.session.clone()) }).await {
         return Ok(SessionEnd::Reconnect(e));
     }
     if restore {

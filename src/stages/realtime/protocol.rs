@@ -21,7 +21,7 @@ pub enum ClientEvent {
     #[serde(rename = "session.update")]
     SessionUpdate {
         /// The fields to change.
-        session: Session,
+        session: Box<Session>,
     },
     /// Caller audio, base64 in the session's input format.
     #[serde(rename = "input_audio_buffer.append")]

@@ -235,6 +235,8 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, id: usize) {
     let mut beta = false;
     let mut key_ok = shared.config.api_key.is_none();
     let expected = shared.config.api_key.clone();
+    // The handshake API fixes the callback's error type, large as it is.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         beta = req.headers().contains_key("openai-beta");
         if let (Some(expected), Some(got)) = (&expected, req.headers().get("authorization")) {
@@ -293,19 +295,14 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, id: usize) {
             biased;
             message = ws.next() => {
                 let Some(Ok(message)) = message else { return };
-                match message {
-                    Message::Text(text) => {
-                        if !conn.on_client(&mut ws, text.as_str()).await {
-                            return;
-                        }
-                    }
-                    Message::Binary(_) => {
-                        if !send(&mut ws, &error_event("invalid_value", "binary frames are not accepted")).await {
-                            return;
-                        }
-                    }
-                    Message::Close(_) => return,
-                    _ => {}
+                let alive = match message {
+                    Message::Text(text) => conn.on_client(&mut ws, text.as_str()).await,
+                    Message::Binary(_) => send(&mut ws, &error_event("invalid_value", "binary frames are not accepted")).await,
+                    Message::Close(_) => false,
+                    _ => true,
+                };
+                if !alive {
+                    return;
                 }
             }
             () = std::future::ready(()), if sending => {
