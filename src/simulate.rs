@@ -315,6 +315,49 @@ pub fn metric_sum(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Cumulative bucket counts of a histogram in an exposition: (upper bound, count).
+pub fn histogram_buckets(exposition: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut out: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, rest) = rest.split_once('"')?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = rest.rsplit(' ').next()?.parse().ok()?;
+            Some((bound, count))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The bucket bound under which the `q` quantile of what was observed between two expositions
+/// falls (`None` if nothing was observed).
+pub fn histogram_quantile(before: &str, after: &str, name: &str, q: f64) -> Option<(f64, u64)> {
+    let b = histogram_buckets(before, name);
+    let a = histogram_buckets(after, name);
+    let delta: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, n)| {
+            (
+                *le,
+                n - b.iter().find(|(l, _)| l == le).map_or(0.0, |(_, m)| *m),
+            )
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let bound = delta.iter().find(|(_, n)| *n >= q * total)?.0;
+    Some((bound, total as u64))
+}
+
 /// How a load run is set up.
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
@@ -400,6 +443,12 @@ pub struct SimReport {
     pub clears: u64,
     /// Caller audio the server's rings dropped, in ms (from `/metrics`).
     pub dropped_ms: f64,
+    /// From the server's latency ledger: p99 of Caly's own share of a turn (first model audio
+    /// → first chunk to Exotel), as the histogram bucket bound it falls under, ms; and turns.
+    pub engine_share_p99_ms: Option<(f64, u64)>,
+    /// From the ledger: p50 bucket bound of voice-to-voice (end of the caller's speech as first
+    /// detected, by Caly's VAD or the model's → first chunk sent), ms.
+    pub voice_to_voice_p50_ms: Option<f64>,
     /// Server CPU per call, % of one core, while all calls streamed.
     pub cpu_per_call_pct: Option<f64>,
     /// Server RSS growth per call, KiB, while all calls streamed.
@@ -570,6 +619,11 @@ pub async fn run(options: SimulateOptions) -> Result<SimReport, ClientError> {
         // Ring units are bytes on the caller's edge (pcm16le) and samples after decoding;
         // count them as samples at the stream's rate: an upper bound in ms.
         report.dropped_ms = dropped / f64::from(rate) * 1000.0;
+        report.engine_share_p99_ms = histogram_quantile(&b, &a, "caly_turn_engine_seconds", 0.99)
+            .map(|(le, n)| (le * 1000.0, n));
+        report.voice_to_voice_p50_ms =
+            histogram_quantile(&b, &a, "caly_voice_to_voice_sent_seconds", 0.5)
+                .map(|(le, _)| le * 1000.0);
     }
     if let Some((a, b, window)) = usage {
         let cpu = (b.cpu_ticks - a.cpu_ticks) as f64 / 100.0;
@@ -773,6 +827,18 @@ impl SimReport {
             self.late_bot_chunks, self.server_underruns, self.late_caller_chunks
         );
         let _ = writeln!(s, "barge-in clears: {}", self.clears);
+        if let Some((p99, n)) = self.engine_share_p99_ms {
+            let _ = writeln!(
+                s,
+                "engine share of a turn (server ledger, model audio in → first chunk out): p99 ≤ {p99} ms over {n} turns"
+            );
+        }
+        if let Some(p50) = self.voice_to_voice_p50_ms {
+            let _ = writeln!(
+                s,
+                "voice to voice (server ledger, end of speech detected → first chunk out): p50 ≤ {p50:.0} ms"
+            );
+        }
         let _ = writeln!(
             s,
             "caller audio dropped by the server: {:.1} ms",
@@ -822,6 +888,23 @@ mod tests {
         let text = "# TYPE caly_audio_dropped_seconds counter\ncaly_audio_dropped_seconds_total{ring=\"a\"} 0.5\ncaly_audio_dropped_seconds_total{ring=\"b\"} 0.25\ncaly_media_in_total 9\n";
         assert_eq!(metric_sum(text, "caly_audio_dropped_seconds_total"), 0.75);
         assert_eq!(metric_sum(text, "caly_media_in_total"), 9.0);
+    }
+
+    #[test]
+    fn histogram_quantiles_come_from_bucket_deltas() {
+        let before =
+            "x_bucket{le=\"0.001\"} 1\nx_bucket{le=\"0.005\"} 1\nx_bucket{le=\"+Inf\"} 1\n";
+        let after =
+            "x_bucket{le=\"0.001\"} 90\nx_bucket{le=\"0.005\"} 100\nx_bucket{le=\"+Inf\"} 101\n";
+        assert_eq!(
+            histogram_quantile(before, after, "x", 0.5),
+            Some((0.001, 100))
+        );
+        assert_eq!(
+            histogram_quantile(before, after, "x", 0.99),
+            Some((0.005, 100))
+        );
+        assert_eq!(histogram_quantile(after, after, "x", 0.99), None);
     }
 
     #[test]
