@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -187,7 +188,14 @@ impl App {
             }
             tracing::info!("Drained; shutting down.");
         };
-        axum::serve(self.listener, crate::http::router(self.state))
+        // Bot audio and its `mark` go out as separate small frames; Nagle would hold the mark
+        // (and the next chunk after a quiet spell) behind an ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
+            }
+        });
+        axum::serve(listener, crate::http::router(self.state))
             .with_graceful_shutdown(drained)
             .await
             .context("server failed")

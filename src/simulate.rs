@@ -801,6 +801,9 @@ impl SimReport {
             let _ = writeln!(s, "  error: {e}");
         }
         let line = |name: &str, m: &Summary| {
+            if m.n == 0 {
+                return format!("{name:<28} (none measured)");
+            }
             format!(
                 "{name:<28} p50 {:7.2} ms   p99 {:7.2} ms   max {:7.2} ms   (n = {})",
                 m.p50_ms, m.p99_ms, m.max_ms, m.n
@@ -816,11 +819,13 @@ impl SimReport {
             "{}",
             line("bot first byte after a turn", &self.first_byte)
         );
-        let _ = writeln!(
-            s,
-            "probes discarded (queued behind a reply): {}",
-            self.probes_discarded
-        );
+        if self.added_latency.n > 0 || self.probes_discarded > 0 {
+            let _ = writeln!(
+                s,
+                "probes discarded (queued behind a reply): {}",
+                self.probes_discarded
+            );
+        }
         let _ = writeln!(
             s,
             "late bot chunks: {} seen by the simulator, {} counted by the server; late caller chunks (simulator): {}",

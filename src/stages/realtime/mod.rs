@@ -25,8 +25,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
@@ -36,14 +34,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::codec::{ULAW_TO_LINEAR, linear_to_ulaw};
+use crate::codec::linear_to_ulaw;
 use crate::format::{Caps, Encoding, Format};
 use crate::frame::{AudioChunk, Control, Event, Frame, Speaker, TextChunk};
 use crate::pipeline::BusKind;
 use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
 use crate::stage::{BuildCtx, BuildError, Port, Runnable, StageError, TaskIo, TaskStage};
 use protocol::{
-    AudioDelta, AudioFormat, AudioInput, AudioOutput, ClientEvent, Content, Item, Peek,
+    AudioDelta, AudioFormat, AudioInput, AudioOutput, ClientEvent, Content, Item, Peek, append_text, decode_audio,
     ServerEvent, Session, SessionAudio, Transcription, TurnDetection,
 };
 
@@ -784,9 +782,7 @@ async fn serve(
 }
 
 async fn append(config: &Config, socket: &mut Socket, state: &mut State, bytes: &[u8]) -> Result<(), String> {
-    state.b64.clear();
-    STANDARD.encode_string(bytes, &mut state.b64);
-    let text = format!(r#"{{"type":"input_audio_buffer.append","audio":"{}"}}"#, state.b64);
+    let text = append_text(bytes, &mut state.b64);
     send_text(config, socket, text).await
 }
 
@@ -859,16 +855,9 @@ async fn on_server(
         if state.cancelled.iter().any(|c| *c == delta.response_id) {
             return Ok(None);
         }
-        state.scratch.clear();
-        let Ok(()) = STANDARD.decode_vec(delta.delta.as_bytes(), &mut state.scratch) else {
+        if decode_audio(&delta.delta, config.output_pcmu, &mut state.scratch, &mut state.pcm).is_err() {
             tracing::warn!("Skipping an audio delta that is not base64.");
             return Ok(None);
-        };
-        state.pcm.clear();
-        if config.output_pcmu {
-            state.pcm.extend(state.scratch.iter().map(|b| ULAW_TO_LINEAR[*b as usize]));
-        } else {
-            state.pcm.extend(state.scratch.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
         }
         let ms = state.pcm.len() as u64 * 1000 / u64::from(config.output_rate);
         match &mut state.item {

@@ -10,7 +10,11 @@
 //! shows up in tests. Server events are read leniently: unknown fields are ignored and unknown
 //! event types are skipped. Audio deltas, the only hot path, are read with a borrowed payload.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+
+use crate::codec::ULAW_TO_LINEAR;
 use serde_json::Value;
 
 /// Events the client sends (PROTOCOLS.md §3.5).
@@ -288,6 +292,43 @@ pub struct AudioDelta<'a> {
     pub delta: std::borrow::Cow<'a, str>,
 }
 
+/// `input_audio_buffer.append` for `bytes` of audio in the session's input format, as the text
+/// to send. `b64` is scratch kept between calls; the returned text is the one allocation (the
+/// socket takes ownership of it).
+pub fn append_text(bytes: &[u8], b64: &mut String) -> String {
+    const HEAD: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+    b64.clear();
+    STANDARD.encode_string(bytes, b64);
+    let mut text = String::with_capacity(HEAD.len() + b64.len() + 2);
+    text.push_str(HEAD);
+    text.push_str(b64);
+    text.push_str("\"}");
+    text
+}
+
+/// Decodes an audio delta's base64 payload into PCM: G.711 μ-law when `pcmu`, otherwise
+/// pcm16 little-endian (an odd trailing byte is dropped). `scratch` and `pcm` are reused.
+pub fn decode_audio(
+    delta: &str,
+    pcmu: bool,
+    scratch: &mut Vec<u8>,
+    pcm: &mut Vec<i16>,
+) -> Result<(), base64::DecodeError> {
+    scratch.clear();
+    STANDARD.decode_vec(delta.as_bytes(), scratch)?;
+    pcm.clear();
+    if pcmu {
+        pcm.extend(scratch.iter().map(|b| ULAW_TO_LINEAR[usize::from(*b)]));
+    } else {
+        pcm.extend(
+            scratch
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+    }
+    Ok(())
+}
+
 /// Server events other than audio deltas (§3.6); unknown types are `Other`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -525,6 +566,34 @@ mod tests {
         );
         let e = ClientEvent::ResponseCancel { response_id: None };
         assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"response.cancel"}"#);
+    }
+
+    #[test]
+    fn append_text_is_a_valid_append_event_carrying_the_audio() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(961).collect();
+        let mut b64 = String::new();
+        let text = append_text(&bytes, &mut b64);
+        let ClientEvent::InputAudioBufferAppend { audio } =
+            serde_json::from_str::<ClientEvent>(&text).unwrap()
+        else {
+            panic!("not an append: {text}");
+        };
+        assert_eq!(STANDARD.decode(audio).unwrap(), bytes);
+    }
+
+    #[test]
+    fn audio_deltas_decode_as_pcm16_or_mulaw_and_bad_base64_is_an_error() {
+        let (mut scratch, mut pcm) = (Vec::new(), Vec::new());
+        let samples = [0i16, 1000, -1000, i16::MAX, i16::MIN];
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        decode_audio(&STANDARD.encode(&bytes), false, &mut scratch, &mut pcm).unwrap();
+        assert_eq!(pcm, samples);
+        let ulaw: Vec<u8> = samples.iter().map(|s| crate::codec::linear_to_ulaw(*s)).collect();
+        decode_audio(&STANDARD.encode(&ulaw), true, &mut scratch, &mut pcm).unwrap();
+        let expected: Vec<i16> = ulaw.iter().map(|b| ULAW_TO_LINEAR[usize::from(*b)]).collect();
+        assert_eq!(pcm, expected);
+        assert!(pcm[1] > 900 && pcm[2] < -900, "μ-law decodes near the original: {pcm:?}");
+        assert!(decode_audio("not base64!", false, &mut scratch, &mut pcm).is_err());
     }
 
     #[test]

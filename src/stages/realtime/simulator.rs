@@ -190,6 +190,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
+                    // Events go out one small frame at a time, as OpenAI's do: without this,
+                    // Nagle holds each behind the previous one's ACK (up to 40 ms).
+                    let _ = stream.set_nodelay(true);
                     let n = shared.connections.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(serve(stream, Arc::clone(&shared), n));
                 }
