@@ -449,6 +449,24 @@ struct State {
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            gap: VecDeque::new(),
+            gap_dropped: 0,
+            history: VecDeque::new(),
+            active_response: None,
+            cancelled: VecDeque::new(),
+            item: None,
+            pending_create: None,
+            started: Instant::now(),
+            unknown_logged: HashSet::new(),
+            first_audio_of: None,
+            scratch: Vec::new(),
+            pcm: Vec::new(),
+            b64: String::new(),
+        }
+    }
+
     fn remember(&mut self, role: &'static str, text: String, limit: usize) {
         if text.trim().is_empty() {
             return;
@@ -477,21 +495,7 @@ impl TaskStage for Realtime {
 
 /// The stage's whole life: connect, serve, reconnect as needed, end with the call.
 async fn run(config: Arc<Config>, mut io: TaskIo) -> Result<(), StageError> {
-    let mut state = State {
-        gap: VecDeque::new(),
-        gap_dropped: 0,
-        history: VecDeque::new(),
-        active_response: None,
-        cancelled: VecDeque::new(),
-        item: None,
-        pending_create: None,
-        started: Instant::now(),
-        unknown_logged: HashSet::new(),
-        first_audio_of: None,
-        scratch: Vec::new(),
-        pcm: Vec::new(),
-        b64: String::new(),
-    };
+    let mut state = State::new();
     let mut failures: u32 = 0;
     let mut reconnecting = false;
     loop {
@@ -948,4 +952,32 @@ async fn on_server(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_buffer_keeps_the_newest_audio_and_counts_what_it_dropped() {
+        let mut state = State::new();
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        for chunk in bytes.chunks(64) {
+            state.buffer_gap(chunk, 100);
+        }
+        assert_eq!(state.gap.len(), 100);
+        assert_eq!(state.gap_dropped, 156);
+        assert!(state.gap.iter().copied().eq(156..=255u8));
+    }
+
+    #[test]
+    fn history_is_bounded_and_skips_empty_turns() {
+        let mut state = State::new();
+        for i in 0..30 {
+            state.remember("user", format!("turn {i}"), 10);
+            state.remember("assistant", "  ".into(), 10);
+        }
+        assert_eq!(state.history.len(), 20);
+        assert_eq!(state.history.front().map(|(_, t)| t.as_str()), Some("turn 10"));
+    }
 }
