@@ -6,6 +6,7 @@ pub mod codec; // G.711 tables and Opus (pure-Rust by default, system libopus be
 pub mod format; // what an edge carries (formats, caps) and sample/duration arithmetic
 pub mod frame; // Frame (what moves on an edge), Event, Control (the out-of-band lane)
 pub mod graph; // Graph::compile: inputs, cycles, formats per edge, fusion into tasks, rings
+pub mod intent; // caller transcripts → intent, confidence and entities (Hindi, Hinglish, English)
 pub mod metrics; // the server's counters, rendered at /metrics
 pub mod pipeline; // Pipeline: one running call (tasks, supervisor, bus, control lane)
 pub mod registry; // StageKind, Registry, and the compliance tests every kind gets

@@ -1,0 +1,453 @@
+//! Understanding the caller: Hindi, Hinglish and English transcripts → intent + entities.
+//!
+//! [`Classifier::classify`] takes one utterance as ASR writes it (Devanagari, romanized Hindi,
+//! English, or all three at once, no punctuation, loose spelling) through:
+//! 1. [`normalize`]: tokens in one comparable form whatever the script;
+//! 2. [`lexicon`]: cue phrases matched, longest first, with negation scope;
+//! 3. scores per intent → probabilities (softmax, fitted temperature) → the primary intent,
+//!    `unknown` below `min_confidence`, ranked alternatives;
+//! 4. [`numbers`] and [`entities`]: spoken and written numbers → order id, phone, pincode,
+//!    amount.
+//!
+//! Everything an engineer tunes lives in `data/intent/*.toml`, compiled in by default and
+//! replaceable at run time ([`Classifier::from_dir`]).
+
+pub mod cli;
+pub mod entities;
+pub mod lexicon;
+pub mod normalize;
+pub mod numbers;
+
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use serde::{Deserialize, Serialize};
+
+use entities::{Entities, EntityRules};
+use lexicon::{Lexicon, WordPat};
+use normalize::{Token, TokenKind, tokenize};
+use numbers::NumberWords;
+
+/// The twelve labels (`intents/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Intent {
+    /// Where is my order.
+    OrderStatus,
+    /// Cancel an order.
+    CancelOrder,
+    /// Return, exchange, replacement.
+    ReturnRequest,
+    /// Where is my refund.
+    RefundStatus,
+    /// Change or correct the address.
+    AddressChange,
+    /// Deliver on another day or time.
+    RescheduleDelivery,
+    /// A person, please.
+    TalkToHuman,
+    /// Yes.
+    Affirm,
+    /// No.
+    Deny,
+    /// Hello.
+    Greeting,
+    /// Bye.
+    Goodbye,
+    /// Anything else.
+    Unknown,
+}
+
+/// Every intent, in `Intent as usize` order.
+pub const INTENTS: [Intent; 12] = [
+    Intent::OrderStatus,
+    Intent::CancelOrder,
+    Intent::ReturnRequest,
+    Intent::RefundStatus,
+    Intent::AddressChange,
+    Intent::RescheduleDelivery,
+    Intent::TalkToHuman,
+    Intent::Affirm,
+    Intent::Deny,
+    Intent::Greeting,
+    Intent::Goodbye,
+    Intent::Unknown,
+];
+
+impl Intent {
+    /// The label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Intent::OrderStatus => "order_status",
+            Intent::CancelOrder => "cancel_order",
+            Intent::ReturnRequest => "return_request",
+            Intent::RefundStatus => "refund_status",
+            Intent::AddressChange => "address_change",
+            Intent::RescheduleDelivery => "reschedule_delivery",
+            Intent::TalkToHuman => "talk_to_human",
+            Intent::Affirm => "affirm",
+            Intent::Deny => "deny",
+            Intent::Greeting => "greeting",
+            Intent::Goodbye => "goodbye",
+            Intent::Unknown => "unknown",
+        }
+    }
+
+    /// The intent with this label.
+    pub fn from_name(name: &str) -> Option<Intent> {
+        INTENTS.into_iter().find(|i| i.name() == name)
+    }
+
+    /// A request about the store (not a dialogue act such as yes, no, hello, bye).
+    pub fn is_request(self) -> bool {
+        (self as usize) <= Intent::TalkToHuman as usize
+    }
+}
+
+impl std::fmt::Display for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A runner-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alternative {
+    /// The label.
+    pub intent: Intent,
+    /// Its probability.
+    pub confidence: f32,
+}
+
+/// What the caller meant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The primary intent.
+    pub intent: Intent,
+    /// Probability that it is right, 0..1.
+    pub confidence: f32,
+    /// Order id, phone, pincode, amount.
+    pub entities: Entities,
+    /// The next most likely intents (probability ≥ 0.05), best first.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// The compiled intent classifier.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    lexicon: Lexicon,
+    numbers: NumberWords,
+    entities: EntityRules,
+}
+
+/// The data files compiled into the binary.
+pub const LEXICON: &str = include_str!("../../data/intent/lexicon.toml");
+/// Number words.
+pub const NUMBERS: &str = include_str!("../../data/intent/numbers.toml");
+/// Entity rules.
+pub const ENTITIES: &str = include_str!("../../data/intent/entities.toml");
+
+static BUILTIN: LazyLock<Result<Arc<Classifier>, String>> =
+    LazyLock::new(|| Classifier::parse(LEXICON, NUMBERS, ENTITIES).map(Arc::new));
+
+/// A cue found in an utterance.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    start: usize,
+    end: usize,
+    phrase: u32,
+    negated: bool,
+    dead: bool,
+}
+
+/// Scores before the softmax, and what went into them.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// One per intent.
+    pub score: [f32; INTENTS.len()],
+    /// Cue phrases that counted, as written in the lexicon (for `--explain`).
+    pub cues: Vec<(Intent, String, bool)>,
+}
+
+impl Classifier {
+    /// The classifier built from the data files shipped in `data/intent/`.
+    pub fn builtin() -> Result<Arc<Classifier>, String> {
+        BUILTIN.clone()
+    }
+
+    /// Compiles the three data files.
+    pub fn parse(lexicon: &str, numbers: &str, entities: &str) -> Result<Classifier, String> {
+        let lexicon = Lexicon::parse(lexicon).map_err(|e| format!("lexicon.toml: {e}"))?;
+        let numbers = NumberWords::parse(numbers).map_err(|e| format!("numbers.toml: {e}"))?;
+        let entities = EntityRules::parse(entities, &lexicon.aliases)
+            .map_err(|e| format!("entities.toml: {e}"))?;
+        Ok(Classifier {
+            lexicon,
+            numbers,
+            entities,
+        })
+    }
+
+    /// Loads `lexicon.toml`, `numbers.toml` and `entities.toml` from a directory.
+    pub fn from_dir(dir: &Path) -> Result<Classifier, String> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        };
+        Classifier::parse(
+            &read("lexicon.toml")?,
+            &read("numbers.toml")?,
+            &read("entities.toml")?,
+        )
+    }
+
+    /// The calibration in use: (temperature, unknown bias, min confidence).
+    pub fn calibration(&self) -> (f32, f32, f32) {
+        let s = &self.lexicon.scoring;
+        (s.temperature, s.unknown_bias, s.min_confidence)
+    }
+
+    /// Replaces the calibration (what `caly intent --fit` searches over).
+    pub fn set_calibration(&mut self, temperature: f32, unknown_bias: f32, min_confidence: f32) {
+        let s = &mut self.lexicon.scoring;
+        s.temperature = temperature;
+        s.unknown_bias = unknown_bias;
+        s.min_confidence = min_confidence;
+    }
+
+    fn tokens(&self, text: &str) -> Vec<Token> {
+        tokenize(text)
+            .into_iter()
+            .map(|t| self.lexicon.alias(t))
+            .collect()
+    }
+
+    /// Classifies one utterance.
+    pub fn classify(&self, text: &str) -> Prediction {
+        let tokens = self.tokens(text);
+        let scores = self.score_tokens(&tokens, false);
+        let spans = numbers::find(&self.numbers, &tokens);
+        let entities = self.entities.extract(&tokens, &spans);
+        self.decide(&scores.score, entities)
+    }
+
+    /// The raw scores of one utterance, with the cues that made them.
+    pub fn explain(&self, text: &str) -> Scores {
+        let tokens = self.tokens(text);
+        self.score_tokens(&tokens, true)
+    }
+
+    /// Probabilities from scores, at the lexicon's temperature.
+    pub fn probabilities(&self, score: &[f32; INTENTS.len()]) -> [f32; INTENTS.len()] {
+        let t = self.lexicon.scoring.temperature.max(0.01);
+        let max = score.iter().copied().fold(f32::MIN, f32::max);
+        let mut p = [0f32; INTENTS.len()];
+        let mut sum = 0.0;
+        for (i, s) in score.iter().enumerate() {
+            p[i] = ((s - max) / t).exp();
+            sum += p[i];
+        }
+        for x in &mut p {
+            *x /= sum;
+        }
+        p
+    }
+
+    fn decide(&self, score: &[f32; INTENTS.len()], entities: Entities) -> Prediction {
+        let p = self.probabilities(score);
+        let rank = &self.lexicon.rank;
+        let mut order: Vec<usize> = (0..INTENTS.len()).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(rank[a].cmp(&rank[b])));
+        let best = order[0];
+        let (intent, confidence) = if p[best] < self.lexicon.scoring.min_confidence {
+            // Too unsure: say so. The chance that "unknown" is right here is what the top
+            // label leaves.
+            (Intent::Unknown, 1.0 - p[best])
+        } else {
+            (INTENTS[best], p[best])
+        };
+        let alternatives = order
+            .iter()
+            .filter(|&&i| INTENTS[i] != intent && p[i] >= 0.05)
+            .take(3)
+            .map(|&i| Alternative {
+                intent: INTENTS[i],
+                confidence: p[i],
+            })
+            .collect();
+        Prediction {
+            intent,
+            confidence,
+            entities,
+            alternatives,
+        }
+    }
+
+    fn score_tokens(&self, tokens: &[Token], explain: bool) -> Scores {
+        let lx = &self.lexicon;
+        let mut hits: Vec<Hit> = Vec::with_capacity(8);
+        let mut candidates = Vec::with_capacity(16);
+        let mut i = 0;
+        while i < tokens.len() {
+            lx.candidates(&tokens[i], &mut candidates);
+            let mut best: Option<(usize, f32, u32)> = None;
+            for &id in &candidates {
+                let phrase = &lx.phrases[id as usize];
+                if let Some(end) = match_at(&phrase.words, tokens, i) {
+                    let better = match best {
+                        None => true,
+                        Some((e, w, _)) => end > e || (end == e && phrase.weight > w),
+                    };
+                    if better {
+                        best = Some((end, phrase.weight, id));
+                    }
+                }
+            }
+            match best {
+                Some((end, _, id)) => {
+                    hits.push(Hit {
+                        start: i,
+                        end,
+                        phrase: id,
+                        negated: false,
+                        dead: false,
+                    });
+                    i = end;
+                }
+                None => i += 1,
+            }
+        }
+        self.negate(tokens, &mut hits);
+        let mut out = Scores::default();
+        let mut negated = 0.0;
+        for h in hits.iter().filter(|h| !h.dead) {
+            let phrase = &lx.phrases[h.phrase as usize];
+            if h.negated {
+                negated += phrase.weight;
+            } else {
+                out.score[phrase.intent as usize] += phrase.weight;
+            }
+            if explain {
+                out.cues
+                    .push((phrase.intent, phrase.text.clone(), h.negated));
+            }
+        }
+        // One intent per utterance, the request: a hello, a thanks or a "haan" next to a clear
+        // request counts for half.
+        let top_request = INTENTS
+            .iter()
+            .filter(|i| i.is_request())
+            .map(|i| out.score[*i as usize])
+            .fold(0.0, f32::max);
+        if top_request >= lx.scoring.strong {
+            for i in INTENTS
+                .iter()
+                .filter(|i| !i.is_request() && **i != Intent::Unknown)
+            {
+                out.score[*i as usize] *= 0.5;
+            }
+        }
+        out.score[Intent::Unknown as usize] += lx.scoring.unknown_bias;
+        // A refused action on its own is a refusal ("don't cancel it"); next to another
+        // request it is only a redirection ("cancel mat karo, bas status batao").
+        let any_request = INTENTS
+            .iter()
+            .any(|i| i.is_request() && out.score[*i as usize] > 0.0);
+        if negated > 0.0 && !any_request {
+            out.score[Intent::Deny as usize] += negated;
+        }
+        out
+    }
+
+    /// Marks action cues in a negation's scope, and uses up the negating words.
+    fn negate(&self, tokens: &[Token], hits: &mut [Hit]) {
+        let lx = &self.lexicon;
+        for k in 0..hits.len() {
+            let phrase = &lx.phrases[hits[k].phrase as usize];
+            if phrase.context || !lx.negatable[phrase.intent as usize] {
+                continue;
+            }
+            let mut negator = None;
+            // After: "cancel mat karo", "return nahi karna".
+            let mut j = hits[k].end;
+            let mut skipped = 0;
+            while let Some(t) = tokens.get(j) {
+                if t.kind != TokenKind::Word {
+                    break;
+                }
+                if lx.neg_after.contains(&t.norm) {
+                    negator = Some(j);
+                    break;
+                }
+                if !lx.neg_light.contains(&t.norm) || skipped == 3 {
+                    break;
+                }
+                skipped += 1;
+                j += 1;
+            }
+            // Before: "don't cancel", "no need to return".
+            if negator.is_none() {
+                let mut j = hits[k].start;
+                let mut skipped = 0;
+                while j > 0 {
+                    let t = &tokens[j - 1];
+                    if t.kind != TokenKind::Word {
+                        break;
+                    }
+                    if lx.neg_before.contains(&t.norm) {
+                        negator = Some(j - 1);
+                        break;
+                    }
+                    if !lx.neg_before_light.contains(&t.norm) || skipped == 3 {
+                        break;
+                    }
+                    skipped += 1;
+                    j -= 1;
+                }
+            }
+            if let Some(at) = negator {
+                hits[k].negated = true;
+                for h in hits.iter_mut() {
+                    if h.start <= at && at < h.end {
+                        h.dead = true;
+                    }
+                }
+                hits[k].dead = false;
+            }
+        }
+    }
+}
+
+/// Where a phrase matched at `start` ends, if it does.
+fn match_at(words: &[WordPat], tokens: &[Token], start: usize) -> Option<usize> {
+    let mut i = start;
+    for (k, w) in words.iter().enumerate() {
+        if *w == WordPat::Any {
+            // One to three words, the fewest that let the rest match.
+            for skip in 1..=3 {
+                if i + skip > tokens.len() {
+                    return None;
+                }
+                if tokens[i..i + skip]
+                    .iter()
+                    .any(|t| t.kind != TokenKind::Word)
+                {
+                    return None;
+                }
+                if let Some(end) = match_at(&words[k + 1..], tokens, i + skip) {
+                    return Some(end);
+                }
+            }
+            return None;
+        }
+        if !w.matches(tokens.get(i)?) {
+            return None;
+        }
+        i += 1;
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+mod tests;
