@@ -53,6 +53,8 @@ struct Around {
     #[serde(default)]
     address_words: Vec<String>,
     #[serde(default)]
+    mentioned: Vec<String>,
+    #[serde(default)]
     min_digits: Option<usize>,
     #[serde(default)]
     max_digits: Option<usize>,
@@ -93,6 +95,7 @@ pub struct EntityRules {
     pincode: Context,
     order: Context,
     address_words: Vec<Phrase>,
+    order_words: Vec<Phrase>,
     min_order_digits: usize,
     max_order_digits: usize,
 }
@@ -143,6 +146,12 @@ impl EntityRules {
                 .iter()
                 .map(|p| phrase(p, aliases))
                 .collect(),
+            order_words: f
+                .order_id
+                .mentioned
+                .iter()
+                .map(|p| phrase(p, aliases))
+                .collect(),
             min_order_digits: f.order_id.min_digits.unwrap_or(3),
             max_order_digits: f.order_id.max_digits.unwrap_or(12),
         })
@@ -151,10 +160,11 @@ impl EntityRules {
     /// Judges every number span.
     pub fn extract(&self, tokens: &[Token], spans: &[Span]) -> Entities {
         let mut out = Entities::default();
-        let about_address = tokens
-            .iter()
-            .enumerate()
-            .any(|(i, _)| self.address_words.iter().any(|p| starts_at(tokens, i, p)));
+        let mentions = |list: &[Phrase]| {
+            (0..tokens.len()).any(|i| list.iter().any(|p| starts_at(tokens, i, p)))
+        };
+        let about_address = mentions(&self.address_words);
+        let about_order = mentions(&self.order_words);
         for span in spans {
             let digits = span.digits.as_str();
             if self.decoy.ends_right_before(tokens, span.start)
@@ -198,7 +208,7 @@ impl EntityRules {
             let n = digits.len();
             if n >= self.min_order_digits && n <= self.max_order_digits && !span.quantity {
                 let phone_context = self.phone.near_before(tokens, span.start, 3);
-                if order_context || !phone_context {
+                if order_context || (about_order && n >= 4 && !phone_context) {
                     set(&mut out.order_id, digits);
                 }
             }
@@ -226,7 +236,7 @@ fn phone_shape(digits: &str) -> Option<String> {
 
 fn token_is(t: &Token, w: &CtxWord) -> bool {
     match t.kind {
-        TokenKind::Word => t.norm == w.norm || (w.skel.len() >= 3 && t.skel == w.skel),
+        TokenKind::Word => t.norm == w.norm || (t.skel_trusted() && t.skel == w.skel),
         TokenKind::Symbol => t.roman == w.norm,
         _ => false,
     }

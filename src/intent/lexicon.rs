@@ -49,6 +49,8 @@ struct Cues {
     weak: Vec<String>,
     #[serde(default)]
     context: Vec<String>,
+    #[serde(default)]
+    generic: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,7 +67,7 @@ struct File {
 pub enum WordPat {
     /// `=word`: this normal form only.
     Exact(String),
-    /// A word: normal form, skeleton (when ≥ 3 letters) or one typo (when ≥ 5 letters).
+    /// A word: normal form, skeleton (when distinctive) or one typo (when ≥ 6 letters).
     Word {
         /// Normal form.
         norm: String,
@@ -88,8 +90,8 @@ impl WordPat {
             WordPat::Exact(n) => t.norm == *n,
             WordPat::Word { norm, skel } => {
                 t.norm == *norm
-                    || (skel.len() >= 3 && t.skel == *skel)
-                    || (norm.len() >= 5 && t.norm.len() >= 4 && within_one_edit(&t.norm, norm))
+                    || (t.skel_trusted() && t.skel == *skel)
+                    || (norm.len() >= 6 && t.norm.len() >= 5 && within_one_edit(&t.norm, norm))
             }
             WordPat::Prefix(p) => t.norm.starts_with(p.as_str()),
             WordPat::Any => true,
@@ -108,6 +110,9 @@ pub struct Phrase {
     pub weight: f32,
     /// Background only (never negated).
     pub context: bool,
+    /// A question about any subject ("kab aayega", "status"): it counts for the request the
+    /// utterance is about, and for its own intent only when there is none.
+    pub generic: bool,
     /// As written in the lexicon.
     pub text: String,
 }
@@ -129,10 +134,12 @@ pub struct Lexicon {
     pub by_skel: HashMap<String, Vec<u32>>,
     /// Phrases whose first word is a prefix, by that prefix.
     pub by_prefix: HashMap<String, Vec<u32>>,
-    /// Phrases by one-letter deletions of their first word (≥ 5 letters), for typos.
+    /// Phrases by one-letter deletions of their first word (≥ 6 letters), for typos.
     pub by_deletion: HashMap<String, Vec<u32>>,
     /// Spelling variant → canonical normal form.
     pub aliases: HashMap<String, String>,
+    /// Every word the lexicon knows: a known word is never read as a typo of another.
+    pub known: std::collections::HashSet<String>,
     /// Negating words after a cue.
     pub neg_after: Vec<String>,
     /// Words allowed between a cue and its negation.
@@ -226,6 +233,7 @@ impl Lexicon {
                 .iter()
                 .map(|w| canon(&aliases, w))
                 .collect(),
+            known: aliases.values().cloned().collect(),
             aliases,
             scoring: file.scoring,
         };
@@ -238,13 +246,14 @@ impl Lexicon {
             lexicon.negatable[intent as usize] = cues.negatable;
             let s = &lexicon.scoring;
             let groups = [
-                (&cues.strong, s.strong, false),
-                (&cues.medium, s.medium, false),
-                (&cues.weak, s.weak, false),
-                (&cues.context, s.weak, true),
+                (&cues.strong, s.strong, false, false),
+                (&cues.medium, s.medium, false, false),
+                (&cues.weak, s.weak, false, false),
+                (&cues.context, s.weak, true, false),
+                (&cues.generic, s.strong, false, true),
             ];
             let mut add = Vec::new();
-            for (list, weight, context) in groups {
+            for (list, weight, context, generic) in groups {
                 for text in list {
                     let words = lexicon.compile_phrase(text)?;
                     add.push(Phrase {
@@ -252,6 +261,7 @@ impl Lexicon {
                         intent,
                         weight,
                         context,
+                        generic,
                         text: text.clone(),
                     });
                 }
@@ -295,6 +305,11 @@ impl Lexicon {
 
     fn index(&mut self, phrase: Phrase) {
         let id = self.phrases.len() as u32;
+        for w in &phrase.words {
+            if let WordPat::Word { norm, .. } | WordPat::Exact(norm) = w {
+                self.known.insert(norm.clone());
+            }
+        }
         match &phrase.words[0] {
             WordPat::Exact(n) => self.by_norm.entry(n.clone()).or_default().push(id),
             WordPat::Word { norm, skel } => {
@@ -302,7 +317,7 @@ impl Lexicon {
                 if skel.len() >= 3 {
                     self.by_skel.entry(skel.clone()).or_default().push(id);
                 }
-                if norm.len() >= 5 {
+                if norm.len() >= 6 {
                     for d in deletions(norm) {
                         let v = self.by_deletion.entry(d).or_default();
                         if !v.contains(&id) {
@@ -342,7 +357,7 @@ impl Lexicon {
         if let Some(v) = self.by_norm.get(&t.norm) {
             out.extend_from_slice(v);
         }
-        if t.skel.len() >= 3
+        if t.skel_trusted()
             && let Some(v) = self.by_skel.get(&t.skel)
         {
             out.extend_from_slice(v);
@@ -352,7 +367,7 @@ impl Lexicon {
                 out.extend_from_slice(v);
             }
         }
-        if out.is_empty() && t.norm.len() >= 4 {
+        if out.is_empty() && t.norm.len() >= 5 && !self.known.contains(&t.norm) {
             if let Some(v) = self.by_deletion.get(&t.norm) {
                 out.extend_from_slice(v);
             }

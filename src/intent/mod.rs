@@ -321,10 +321,13 @@ impl Classifier {
         self.negate(tokens, &mut hits);
         let mut out = Scores::default();
         let mut negated = 0.0;
+        let mut generic: Vec<(Intent, f32)> = Vec::new();
         for h in hits.iter().filter(|h| !h.dead) {
             let phrase = &lx.phrases[h.phrase as usize];
             if h.negated {
                 negated += phrase.weight;
+            } else if phrase.generic {
+                generic.push((phrase.intent, phrase.weight));
             } else {
                 out.score[phrase.intent as usize] += phrase.weight;
             }
@@ -334,19 +337,29 @@ impl Classifier {
             }
         }
         // One intent per utterance, the request: a hello, a thanks or a "haan" next to a clear
-        // request counts for half.
+        // request counts for half, a product aside for three quarters.
         let top_request = INTENTS
             .iter()
             .filter(|i| i.is_request())
             .map(|i| out.score[*i as usize])
             .fold(0.0, f32::max);
         if top_request >= lx.scoring.strong {
-            for i in INTENTS
-                .iter()
-                .filter(|i| !i.is_request() && **i != Intent::Unknown)
-            {
-                out.score[*i as usize] *= 0.5;
+            for i in INTENTS.iter().filter(|i| !i.is_request()) {
+                out.score[*i as usize] *= if *i == Intent::Unknown { 0.75 } else { 0.5 };
             }
+        }
+        // "Refund kab tak aayega": the question is about the refund.
+        let topic = INTENTS
+            .iter()
+            .filter(|i| i.is_request() && out.score[**i as usize] >= lx.scoring.strong)
+            .max_by(|a, b| {
+                out.score[**a as usize]
+                    .total_cmp(&out.score[**b as usize])
+                    .then(lx.rank[**b as usize].cmp(&lx.rank[**a as usize]))
+            })
+            .copied();
+        for (own, weight) in generic {
+            out.score[topic.unwrap_or(own) as usize] += weight;
         }
         out.score[Intent::Unknown as usize] += lx.scoring.unknown_bias;
         // A refused action on its own is a refusal ("don't cancel it"); next to another

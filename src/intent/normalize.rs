@@ -72,6 +72,13 @@ impl Token {
         }
     }
 
+    /// Whether this token's skeleton is distinctive enough to match on: four letters, or three
+    /// for Devanagari (whose vowels ASR spells least reliably). "please" and "policy" share
+    /// `pls`; "bदलना" and "badalna" share `bdln`.
+    pub fn skel_trusted(&self) -> bool {
+        self.skel.len() >= 4 || (self.devanagari && self.skel.len() >= 3)
+    }
+
     /// Whether this token is a word whose `norm` is `w` (a lexicon word already normalised).
     pub fn is(&self, w: &str) -> bool {
         self.kind == TokenKind::Word && self.norm == w

@@ -173,9 +173,9 @@ impl Group {
             return false;
         }
         if self.quantity {
-            cur % 100 == 0 || (cur % 100 >= 20 && cur % 10 == 0 && n < 10)
+            cur.is_multiple_of(100) || (cur % 100 >= 20 && cur.is_multiple_of(10) && n < 10)
         } else {
-            (20..100).contains(&cur) && cur % 10 == 0 && n < 10
+            (20..100).contains(&cur) && cur.is_multiple_of(10) && n < 10
         }
     }
 }

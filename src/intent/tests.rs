@@ -1,7 +1,269 @@
-//! Classifier tests: normalisation through to the decision.
+//! Classifier tests: negation, primary intent, entities and decoys, and the labelled sets.
 
+use super::cli::{evaluate, read_labelled};
 use super::*;
 
 fn classify(text: &str) -> Prediction {
     Classifier::builtin().unwrap().classify(text)
+}
+
+fn intent(text: &str) -> Intent {
+    classify(text).intent
+}
+
+#[test]
+fn negated_actions_redirect_or_refuse() {
+    assert_eq!(
+        intent("cancel mat karo, bas status batao"),
+        Intent::OrderStatus
+    );
+    assert_eq!(
+        intent("return nahi, mujhe cancel karna hai order"),
+        Intent::CancelOrder
+    );
+    assert_eq!(
+        intent("mujhe refund nahi, exchange chahiye"),
+        Intent::ReturnRequest
+    );
+    assert_eq!(intent("don't cancel it"), Intent::Deny);
+    assert_eq!(intent("mat karo cancel"), Intent::Deny);
+    assert_eq!(intent("नहीं, मत करो"), Intent::Deny);
+    // The negation belongs to "chahiye", not to the cancel before it.
+    assert_eq!(
+        intent("mera order cancel kar do ji, ab nahi chahiye"),
+        Intent::CancelOrder
+    );
+}
+
+#[test]
+fn the_request_wins_over_greetings_thanks_and_yes() {
+    assert_eq!(
+        intent("hello mera order track karna tha"),
+        Intent::OrderStatus
+    );
+    assert_eq!(intent("hi can you cancel my order"), Intent::CancelOrder);
+    assert_eq!(intent("haan ji confirm kar do"), Intent::Affirm);
+    assert_eq!(intent("theek hai ji, thanks, rakhta hoon"), Intent::Goodbye);
+    assert_eq!(
+        intent("hello, am I speaking to the store"),
+        Intent::Greeting
+    );
+}
+
+#[test]
+fn a_generic_question_belongs_to_its_subject() {
+    assert_eq!(intent("refund kab tak aayega"), Intent::RefundStatus);
+    assert_eq!(intent("status of my refund please"), Intent::RefundStatus);
+    assert_eq!(intent("order status check karna hai"), Intent::OrderStatus);
+    assert_eq!(intent("return pickup kab aayega"), Intent::ReturnRequest);
+}
+
+#[test]
+fn scripts_spellings_and_typos_agree() {
+    for text in [
+        "mera order kahan hai",
+        "मेरा ऑर्डर कहाँ है",
+        "mera ordar kahaan hai",
+        "मेरा order कहां है",
+    ] {
+        assert_eq!(intent(text), Intent::OrderStatus, "{text}");
+    }
+    assert_eq!(intent("order cancle kar do"), Intent::CancelOrder);
+    assert_eq!(intent("rifund kab aayega"), Intent::RefundStatus);
+}
+
+#[test]
+fn nothing_recognisable_is_unknown_with_confidence() {
+    for text in ["", "umm wo matlab", "by the way kal ka match dekha kya"] {
+        let p = classify(text);
+        assert_eq!(p.intent, Intent::Unknown, "{text}");
+        assert!(p.confidence > 0.5, "{text}: {}", p.confidence);
+    }
+}
+
+#[test]
+fn confidences_are_probabilities_and_alternatives_are_ranked() {
+    let p = classify("refund ka status kya hai, return toh ho gaya");
+    assert!(p.confidence > 0.0 && p.confidence <= 1.0);
+    let mut last = p.confidence;
+    for a in &p.alternatives {
+        assert!(a.confidence <= last && a.intent != p.intent);
+        last = a.confidence;
+    }
+    // A tie between two requests is not confident.
+    let c = Classifier::builtin().unwrap();
+    let mut tie = [0.0; INTENTS.len()];
+    tie[Intent::CancelOrder as usize] = 3.0;
+    tie[Intent::ReturnRequest as usize] = 3.0;
+    let probs = c.probabilities(&tie);
+    assert!((probs[1] - probs[2]).abs() < 1e-6 && probs[1] < 0.5);
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+}
+
+fn entities(text: &str) -> Entities {
+    classify(text).entities
+}
+
+#[test]
+fn entities_from_digits_and_words() {
+    let e = entities("order number ek do teen chaar ka status");
+    assert_eq!(e.order_id.as_deref(), Some("1234"));
+    let e = entities("mera number +91 98230 14567 hai");
+    assert_eq!(e.phone.as_deref(), Some("9823014567"));
+    let e = entities("number nau aath double five zero ek chaar paanch chhe saat");
+    assert_eq!(e.phone.as_deref(), Some("9855014567"));
+    let e = entities("पिनकोड दो दो छह शून्य एक छह है");
+    assert_eq!(e.pincode.as_deref(), Some("226016"));
+    let e = entities("बारह सौ रुपये वाला ऑर्डर कैंसिल करना है");
+    assert_eq!(e.amount.as_deref(), Some("1200"));
+    assert_eq!(e.order_id, None, "a price naming an order is an amount");
+    let e = entities("refund of Rs 1,299");
+    assert_eq!(e.amount.as_deref(), Some("1299"));
+    let e = entities("डेढ़ हज़ार का रिफंड");
+    assert_eq!(e.amount.as_deref(), Some("1500"));
+    let e = entities("order 1224 ka paisa nahi aaya");
+    assert_eq!(e.order_id.as_deref(), Some("1224"));
+    assert_eq!(e.amount, None);
+    let e = entities("phone 09823014567");
+    assert_eq!(e.phone.as_deref(), Some("9823014567"));
+}
+
+#[test]
+fn decoy_numbers_are_left_alone() {
+    for text in [
+        "10 din ho gaye order ka",
+        "size 42 bheja, mujhe 40 chahiye tha",
+        "flat number 302 ki jagah 203 kar do",
+        "shaam 6 baje ke baad delivery karna",
+        "I ordered 3 shirts on the 12th",
+        "15 tarikh ko bhej dena",
+        "2 kg wala pack",
+        "मकान नंबर 42 है",
+        "after 6 pm please",
+        "delivery 20 tarikh ko karwa do",
+    ] {
+        assert!(entities(text).is_empty(), "{text}: {:?}", entities(text));
+    }
+}
+
+#[test]
+fn a_number_without_context_is_not_an_order_id() {
+    assert!(entities("mera naam rahul hai, 4455").order_id.is_none());
+    assert_eq!(
+        entities("my order is 4455").order_id.as_deref(),
+        Some("4455")
+    );
+}
+
+fn scores_on(file: &str) -> (f64, f64, f64, [f64; 4]) {
+    let c = Classifier::builtin().unwrap();
+    let data = read_labelled(file).unwrap();
+    let (accuracy, ece) = evaluate(&c, &data);
+    // macro-F1 over the intents present.
+    let mut f1s = Vec::new();
+    let preds: Vec<Prediction> = data.iter().map(|d| c.classify(&d.text)).collect();
+    for i in INTENTS {
+        let tp = data
+            .iter()
+            .zip(&preds)
+            .filter(|(d, p)| d.intent == i && p.intent == i)
+            .count() as f64;
+        let gold = data.iter().filter(|d| d.intent == i).count() as f64;
+        let pred = preds.iter().filter(|p| p.intent == i).count() as f64;
+        if gold > 0.0 {
+            let (prec, rec) = (tp / pred.max(1.0), tp / gold);
+            f1s.push(if prec + rec > 0.0 {
+                2.0 * prec * rec / (prec + rec)
+            } else {
+                0.0
+            });
+        }
+    }
+    let macro_f1 = f1s.iter().sum::<f64>() / f1s.len() as f64;
+    // Entity exact match per type, over utterances whose gold has the type.
+    #[derive(serde::Deserialize)]
+    struct Gold {
+        #[serde(default)]
+        entities: Entities,
+    }
+    let mut hit = [0f64; 4];
+    let mut total = [0f64; 4];
+    for (line, p) in file.lines().filter(|l| !l.trim().is_empty()).zip(&preds) {
+        let g: Gold = serde_json::from_str(line).unwrap();
+        let pairs = [
+            (&g.entities.order_id, &p.entities.order_id),
+            (&g.entities.phone, &p.entities.phone),
+            (&g.entities.pincode, &p.entities.pincode),
+            (&g.entities.amount, &p.entities.amount),
+        ];
+        for (k, (gold, pred)) in pairs.iter().enumerate() {
+            if gold.is_some() {
+                total[k] += 1.0;
+                hit[k] += f64::from(u8::from(gold == pred));
+            }
+        }
+    }
+    let entity = std::array::from_fn(|k| hit[k] / total[k].max(1.0));
+    (accuracy, macro_f1, ece, entity)
+}
+
+#[test]
+fn dev_set_meets_the_bar() {
+    let (accuracy, macro_f1, ece, entity) = scores_on(include_str!("../../data/intent/dev.jsonl"));
+    assert!(accuracy >= 0.95, "accuracy {accuracy}");
+    assert!(macro_f1 >= 0.95, "macro-F1 {macro_f1}");
+    assert!(ece <= 0.08, "calibration error {ece}");
+    for (k, e) in entity.iter().enumerate() {
+        assert!(*e >= 0.95, "entity type {k}: {e}");
+    }
+}
+
+#[test]
+fn the_wider_labelled_set_meets_the_bar() {
+    let (accuracy, macro_f1, ece, entity) =
+        scores_on(include_str!("../../data/intent/train.jsonl"));
+    assert!(accuracy >= 0.95, "accuracy {accuracy}");
+    assert!(macro_f1 >= 0.95, "macro-F1 {macro_f1}");
+    assert!(ece <= 0.1, "calibration error {ece}");
+    for (k, e) in entity.iter().enumerate() {
+        assert!(*e >= 0.95, "entity type {k}: {e}");
+    }
+}
+
+#[test]
+fn data_files_load_from_a_directory_and_bad_ones_are_refused() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/intent");
+    let c = Classifier::from_dir(Path::new(dir)).unwrap();
+    assert_eq!(
+        c.classify("mera order kahan hai").intent,
+        Intent::OrderStatus
+    );
+    let err = Classifier::from_dir(Path::new("/nonexistent")).unwrap_err();
+    assert!(err.contains("lexicon.toml"), "{err}");
+    let err = Classifier::parse("[scoring]\n", NUMBERS, ENTITIES).unwrap_err();
+    assert!(err.starts_with("lexicon.toml"), "{err}");
+}
+
+#[test]
+fn the_cli_answers_one_json_line_per_input_line_in_order() {
+    let c = Classifier::builtin().unwrap();
+    let input = "mera order kahan hai\n\nhaan ji\nरिफंड कब आएगा\n";
+    let mut out = Vec::new();
+    let n = cli::run_lines(&c, input.as_bytes(), &mut out).unwrap();
+    assert_eq!(n, 4);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let intents: Vec<&str> = lines
+        .iter()
+        .map(|l| l["intent"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        intents,
+        ["order_status", "unknown", "affirm", "refund_status"]
+    );
+    assert!(lines[0]["confidence"].as_f64().is_some());
+    assert!(lines[0]["entities"].is_object() && lines[0]["alternatives"].is_array());
 }
