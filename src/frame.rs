@@ -135,6 +135,36 @@ pub enum Event {
         /// `0`-`9`, `*` or `#`.
         digit: char,
     },
+    /// What a caller's utterance meant (`classify_intent`).
+    IntentDetected {
+        /// The primary intent.
+        intent: crate::intent::Intent,
+        /// Probability that it is right.
+        confidence: f32,
+        /// Order id, phone, pincode, amount.
+        entities: crate::intent::entities::Entities,
+        /// Runners-up, best first.
+        alternatives: Vec<crate::intent::Alternative>,
+        /// The utterance.
+        text: String,
+        /// From a final transcript (not a partial hypothesis).
+        is_final: bool,
+        /// Confident enough to act on (`min_confidence`).
+        accepted: bool,
+    },
+    /// An agent acted, or tried to (`agent`): one per side effect or lookup.
+    ActionTaken {
+        /// The agent (`cancel_order`, `order_status`, …).
+        action: String,
+        /// The order it concerned, if any (its name, e.g. `#1001`).
+        order: Option<String>,
+        /// Idempotency key: call + action + order.
+        key: String,
+        /// `done`, `needs_confirmation`, `needs_info`, `refused`, `failed`, `not_configured`.
+        status: String,
+        /// What happened, in a sentence.
+        detail: String,
+    },
 }
 
 /// An owned frame, as kept in a ring or captured by a test.

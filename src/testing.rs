@@ -435,6 +435,12 @@ pub fn pipeline_around(kind: &KindEntry, registry: &Registry) -> String {
             e.encoding,
             r = e.sample_rate
         )),
+        Some(Format::Text) => toml.push_str(
+            "[stages.src]\nkind = \"say_lines\"\nlines = [\"mera order kahan hai\", \"haan ji\"]\n\n",
+        ),
+        Some(Format::Events) => toml.push_str(
+            "[stages.src]\nkind = \"say_lines\"\nlines = [\"order 1001 cancel kar do\", \"haan ji\"]\n\n[stages.intent]\nkind = \"classify_intent\"\n\n",
+        ),
         other => panic!("{name}: no test source produces {other:?} yet"),
     }
     let _ = registry;

@@ -26,12 +26,14 @@ stages! {
     vad => Vad,
     realtime => Realtime,
     call_playback => CallPlayback,
+    classify_intent => ClassifyIntent,
     // Test, bench and replay kinds.
     replay => Replay,
     blackhole => Blackhole,
     slow_sink => SlowSink,
     fail_after => FailAfter,
     tone_responder => ToneResponder,
+    say_lines => SayLines,
 }
 
 pub use realtime::{protocol as realtime_protocol, simulator as realtime_simulator};
