@@ -2,6 +2,7 @@
 //!
 //! The crate map, one line per module:
 
+pub mod backoff; // exponential backoff with jitter, for every retry loop
 pub mod codec; // G.711 tables and Opus (pure-Rust by default, system libopus behind `libopus`)
 pub mod format; // what an edge carries (formats, caps) and sample/duration arithmetic
 pub mod frame; // Frame (what moves on an edge), Event, Control (the out-of-band lane)
@@ -22,3 +23,4 @@ pub mod testing; // signal generators, WAV I/O, a single-stage Harness
 pub mod app; // `caly serve`: build, run and shut down the HTTP server
 pub mod http; // the HTTP edges: health, metrics, the Exotel stream
 pub mod settings; // process settings from flags and environment
+pub mod shopify; // the store: Shopify GraphQL Admin client (throttle, retries, breaker) and a fake

@@ -13,4 +13,5 @@ mod pipelines;
 mod realtime;
 mod replay;
 mod serve;
+mod shopify;
 mod vad_accuracy;

@@ -560,20 +560,7 @@ async fn end(mut io: TaskIo, reason: String) -> Result<(), StageError> {
 
 /// Exponential backoff with ±50% jitter.
 fn backoff(config: &Config, attempt: u32) -> Duration {
-    let exp = config
-        .backoff_initial
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(config.backoff_max);
-    let nanos = Instant::now().elapsed().subsec_nanos() ^ std::process::id().rotate_left(attempt);
-    let jitter = 0.5 + f64::from(xorshift(nanos) % 1000) / 1000.0;
-    exp.mul_f64(jitter)
-}
-
-fn xorshift(mut x: u32) -> u32 {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    x.max(1)
+    crate::backoff::delay(config.backoff_initial, config.backoff_max, attempt)
 }
 
 /// Sleeps for `delay` while keeping caller audio in the gap buffer. `false` if the input ended.
