@@ -166,6 +166,7 @@ fn turns(c: &mut Criterion) {
                 api_key: None,
                 simulator: true,
             },
+            shopify: None,
         };
         let mut pipeline = Pipeline::start(
             graph,

@@ -20,6 +20,7 @@ pub mod stages; // every built-in stage kind: the `stages!` list
 pub mod telephony; // provider wire formats (Exotel AgentStream)
 pub mod testing; // signal generators, WAV I/O, a single-stage Harness
 
+pub mod agents; // store actions per call: orchestrator, confirmation, idempotency
 pub mod app; // `caly serve`: build, run and shut down the HTTP server
 pub mod http; // the HTTP edges: health, metrics, the Exotel stream
 pub mod settings; // process settings from flags and environment

@@ -45,6 +45,8 @@ pub struct PipelineOptions {
     pub bus: Option<Bus>,
     /// Outside services (default: from the environment).
     pub services: Option<Arc<crate::stage::Services>>,
+    /// The caller's phone number, as the telephony provider gave it (for agents).
+    pub caller: Option<String>,
 }
 
 /// Something that happened inside a call, for whoever listens (transport, store, replay).
@@ -461,6 +463,56 @@ impl ControlRx {
     }
 }
 
+/// Lets a task stage send control messages to other stages of its call (the `agent` stage
+/// answers through the `realtime` stage). It holds weak senders, so it never keeps a stage's
+/// lane open, and it is filled once every stage of the call is built.
+#[derive(Clone, Default)]
+pub struct Peers(Arc<std::sync::OnceLock<Vec<Peer>>>);
+
+struct Peer {
+    id: Arc<str>,
+    kind: &'static str,
+    tx: mpsc::WeakSender<Addressed>,
+    node: usize,
+}
+
+impl Peers {
+    fn deliver(peer: &Peer, control: Control) -> Result<(), ControlError> {
+        let Some(tx) = peer.tx.upgrade() else {
+            return Err(ControlError::Ended(peer.id.to_string()));
+        };
+        tx.try_send(Addressed {
+            node: peer.node,
+            control,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ControlError::Full(peer.id.to_string()),
+            mpsc::error::TrySendError::Closed(_) => ControlError::Ended(peer.id.to_string()),
+        })
+    }
+
+    /// Sends to the stage with this id, never waiting.
+    pub fn send(&self, stage: &str, control: Control) -> Result<(), ControlError> {
+        let peer = self
+            .0
+            .get()
+            .and_then(|p| p.iter().find(|p| &*p.id == stage))
+            .ok_or_else(|| ControlError::UnknownStage(stage.to_owned()))?;
+        Peers::deliver(peer, control)
+    }
+
+    /// Sends to every stage of this kind; how many took it.
+    pub fn send_to_kind(&self, kind: &str, control: &Control) -> usize {
+        self.0.get().map_or(0, |peers| {
+            peers
+                .iter()
+                .filter(|p| p.kind == kind)
+                .filter(|p| Peers::deliver(p, control.clone()).is_ok())
+                .count()
+        })
+    }
+}
+
 /// Why a control message was not delivered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -850,6 +902,10 @@ fn observer(w: &EdgeWriter) -> RingObserver {
 impl Parts {
     fn build(graph: &Graph, bus: &Bus, options: &PipelineOptions) -> Result<Parts, BuildError> {
         let services = options.services.clone().unwrap_or_default();
+        let call = crate::stage::CallInfo {
+            call_id: options.call_id.as_deref().map(str::to_owned),
+            caller: options.caller.clone(),
+        };
         let nodes = graph.nodes();
         // Where each node lives: (task, index within the task).
         let mut local = vec![(0usize, 0usize); nodes.len()];
@@ -869,6 +925,7 @@ impl Parts {
                 inputs: &n.input_formats,
                 outputs: &n.ports,
                 services: &services,
+                call: &call,
             };
             runnables.push(Some(n.spec.build(&ctx)?));
             ctxs.push(NodeCtx {
@@ -937,6 +994,7 @@ impl Parts {
             }
         }
         // Assemble each task.
+        let peers = Peers::default();
         let mut controls = HashMap::new();
         let mut groups = Vec::with_capacity(graph.tasks().len());
         let mut inlets = inlets.into_iter();
@@ -958,6 +1016,7 @@ impl Parts {
                     },
                     control: ControlRx(rx),
                     ctx: ctxs[n].clone(),
+                    peers: peers.clone(),
                 };
                 groups.push(Group::Task(stage, io));
             } else {
@@ -978,6 +1037,19 @@ impl Parts {
                 }));
             }
         }
+        let list = controls
+            .iter()
+            .map(|(id, (tx, node))| Peer {
+                id: Arc::clone(id),
+                kind: nodes
+                    .iter()
+                    .find(|n| n.id == *id)
+                    .map_or("", |n| n.kind.name),
+                tx: tx.downgrade(),
+                node: *node,
+            })
+            .collect();
+        let _ = peers.0.set(list);
         Ok(Parts {
             groups,
             sources,
@@ -1014,6 +1086,10 @@ impl FusedChain {
         }
         let bus = Bus::new();
         let services = options.services.clone().unwrap_or_default();
+        let call = crate::stage::CallInfo {
+            call_id: options.call_id.as_deref().map(str::to_owned),
+            caller: options.caller.clone(),
+        };
         let mut nodes = Vec::with_capacity(graph.nodes().len());
         for n in graph.nodes() {
             let ctx = BuildCtx {
@@ -1021,6 +1097,7 @@ impl FusedChain {
                 inputs: &n.input_formats,
                 outputs: &n.ports,
                 services: &services,
+                call: &call,
             };
             let Runnable::Inline(stage) = n.spec.build(&ctx)? else {
                 return Err(wrong_mode(&n.id));

@@ -400,6 +400,7 @@ mod tests {
                     inputs: &inputs,
                     outputs: &n.ports,
                     services: &crate::stage::Services::from_env(),
+                    call: &crate::stage::CallInfo::default(),
                 };
                 let runnable = spec
                     .build(&ctx)

@@ -152,6 +152,7 @@ pub async fn run(input: &Path, options: &ReplayOptions) -> Result<ReplayReport, 
             profile: true,
             bus: Some(bus),
             services: None,
+            caller: None,
         },
     )?;
     let (source_id, mut source) = pipeline.take_first_source().ok_or(ReplayError::NoSource)?;

@@ -166,6 +166,17 @@ pub struct BuildCtx<'a> {
     pub outputs: &'a [Port],
     /// Where outside services are.
     pub services: &'a Services,
+    /// Which call this is.
+    pub call: &'a CallInfo,
+}
+
+/// The call a pipeline serves.
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    /// Its id (the provider's call or stream id).
+    pub call_id: Option<String>,
+    /// The caller's phone number, as the provider gave it.
+    pub caller: Option<String>,
 }
 
 /// Outside services stages talk to, decided by the process (environment, or the built-in
@@ -174,6 +185,8 @@ pub struct BuildCtx<'a> {
 pub struct Services {
     /// The OpenAI Realtime endpoint.
     pub realtime: RealtimeEndpoint,
+    /// The store; `None` when it is not configured (agents then say so).
+    pub shopify: Option<std::sync::Arc<crate::shopify::Shopify>>,
 }
 
 /// Where the `realtime` stage connects.
@@ -204,6 +217,11 @@ impl Services {
                     .filter(|k| !k.is_empty()),
                 simulator: false,
             },
+            shopify: crate::shopify::ShopifyConfig::from_env().and_then(|c| {
+                crate::shopify::Shopify::new(c)
+                    .map_err(|e| tracing::error!(error = %e, "Shopify is configured but unusable."))
+                    .ok()
+            }),
         }
     }
 }
@@ -458,6 +476,8 @@ pub struct TaskIo {
     pub control: ControlRx,
     /// Identity, bus and counters.
     pub ctx: NodeCtx,
+    /// The other stages of the call, to send them control messages.
+    pub peers: crate::pipeline::Peers,
 }
 
 /// The outputs of a [`TaskStage`]: every port leads to a ring.

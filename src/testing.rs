@@ -203,6 +203,7 @@ impl Harness {
             inputs,
             outputs: &negotiated.ports,
             services: &crate::stage::Services::from_env(),
+            call: &crate::stage::CallInfo::default(),
         };
         let Runnable::Inline(stage) = spec.build(&ctx).map_err(|e| e.to_string())? else {
             return Err("a task stage cannot run in a Harness".into());

@@ -214,6 +214,7 @@ mod tests {
             inputs: &[Format::Text],
             outputs: &[],
             services: &crate::stage::Services::default(),
+            call: &crate::stage::CallInfo::default(),
         };
         let err = ClassifyIntent::build(&spec, &ctx).err().unwrap();
         assert!(err.to_string().contains("/nonexistent/intent"), "{err}");

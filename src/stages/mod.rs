@@ -27,6 +27,7 @@ stages! {
     realtime => Realtime,
     call_playback => CallPlayback,
     classify_intent => ClassifyIntent,
+    agent => Agent,
     // Test, bench and replay kinds.
     replay => Replay,
     blackhole => Blackhole,
@@ -36,5 +37,7 @@ stages! {
     say_lines => SayLines,
 }
 
-pub use realtime::{protocol as realtime_protocol, simulator as realtime_simulator};
+pub use realtime::{
+    protocol as realtime_protocol, simulator as realtime_simulator, tools as realtime_tools,
+};
 pub(crate) use resample::StreamResampler;

@@ -491,6 +491,7 @@ where
             profile: false,
             bus: Some(bus),
             services: Some(Arc::clone(&self.config.services)),
+            caller: start.from.clone(),
         };
         let mut pipeline = match Pipeline::start(Arc::clone(graph), options) {
             Ok(p) => p,

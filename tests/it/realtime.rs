@@ -64,6 +64,7 @@ impl Call {
                 api_key: Some(key.into()),
                 simulator: true,
             },
+            shopify: None,
         };
         let options = PipelineOptions {
             bus: Some(bus),

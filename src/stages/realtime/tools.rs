@@ -30,10 +30,12 @@ pub fn catalog() -> Vec<(&'static str, &'static str, Value)> {
             "type": "object",
             "properties": {
                 "order_number": {"type": "string"},
-                "address": {"type": "string", "description": "The new address as the caller said it."},
+                "address": {"type": "string", "description": "The new street address (house, street, area) as the caller said it."},
+                "landmark": {"type": "string", "description": "A landmark, if the caller gave one."},
+                "city": {"type": "string"},
                 "pincode": {"type": "string", "description": "Six-digit Indian pincode."}
             },
-            "required": ["address"]
+            "required": []
         })),
         ("reschedule_delivery", "Ask for delivery on another day.", json!({
             "type": "object",
