@@ -73,6 +73,7 @@ impl StageKind for Agent {
     const EXAMPLE: &'static str = "agents = [\"order_status\", \"cancel_order\"]";
     const ROLE: Role = Role::Sink;
     const TASK: bool = true;
+    const MAX_INPUTS: usize = 4;
     type Spec = AgentSpec;
 
     fn input_caps(_: &AgentSpec) -> Caps {

@@ -41,7 +41,7 @@ fn pipeline(voice: &str, pcmu: bool) -> String {
 }
 
 /// One call driven by hand: caller audio in, bot audio counted, bus watched.
-struct Call {
+pub(crate) struct Call {
     pipeline: Pipeline,
     source: Option<SourceHandle>,
     bus: broadcast::Receiver<BusEvent>,
@@ -50,6 +50,15 @@ struct Call {
 
 impl Call {
     fn start(text: &str, sim: &Simulator, key: &str) -> Call {
+        Call::start_with(text, sim, key, None)
+    }
+
+    fn start_with(
+        text: &str,
+        sim: &Simulator,
+        key: &str,
+        shopify: Option<Arc<caly::shopify::Shopify>>,
+    ) -> Call {
         let graph = compile_with(
             text,
             CompileOptions {
@@ -64,7 +73,7 @@ impl Call {
                 api_key: Some(key.into()),
                 simulator: true,
             },
-            shopify: None,
+            shopify,
         };
         let options = PipelineOptions {
             bus: Some(bus),
@@ -541,5 +550,129 @@ async fn a_tool_call_round_trips_through_a_test_agent() {
     assert_eq!(log[at]["item"]["call_id"], call_id.as_str());
     assert_eq!(log[at]["item"]["output"], output.as_str());
     assert_eq!(log[at + 1]["type"], "response.create");
+    assert_eq!(call.end().await, Outcome::Completed);
+}
+
+fn agent_pipeline() -> String {
+    format!(
+        "{}\n[stages.intent]\nkind = \"classify_intent\"\ninputs = [\"voice.transcript\"]\n\n[stages.actions]\nkind = \"agent\"\ninputs = [\"intent\", \"voice.tool_calls\"]\nagents = [\"order_status\", \"cancel_order\"]\n",
+        pipeline("tools = [\"order_status\", \"cancel_order\"]", false)
+    )
+}
+
+/// The `function_call_output`s the model got, as (status, message).
+fn tool_outputs(sim: &Simulator) -> Vec<(String, String)> {
+    events(sim, "conversation.item.create")
+        .into_iter()
+        .filter(|(_, e)| e["item"]["type"] == "function_call_output")
+        .map(|(_, e)| {
+            let out: Value = serde_json::from_str(e["item"]["output"].as_str().unwrap()).unwrap();
+            (
+                out["status"].as_str().unwrap_or_default().to_owned(),
+                out["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn store() -> (
+    caly::shopify::fake::FakeShopify,
+    Arc<caly::shopify::Shopify>,
+) {
+    let fake = caly::shopify::fake::FakeShopify::start("shpat_t")
+        .await
+        .unwrap();
+    let shop =
+        caly::shopify::Shopify::new(caly::shopify::ShopifyConfig::new(fake.url(), "shpat_t"))
+            .unwrap();
+    (fake, shop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_reaches_the_agent_and_a_cancel_happens_once_after_yes_even_across_a_reconnect()
+{
+    let (fake, shop) = store().await;
+    let turns = script(&[
+        (
+            "order 1001 cancel kar do",
+            "Pakka cancel karoon?",
+            Some("cancel_order"),
+        ),
+        ("haan ji", "Ho gaya.", Some("cancel_order")),
+        (
+            "order 1001 cancel kar do na",
+            "Woh ho chuka hai.",
+            Some("cancel_order"),
+        ),
+    ]);
+    let sim = Simulator::start(SimulatorConfig {
+        script: turns,
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut call = Call::start_with(&agent_pipeline(), &sim, "sk-test", Some(shop));
+    call.speak().await;
+    let asked = call.bot_said().await;
+    assert!(asked.contains("needs_confirmation"), "{asked}");
+    assert_eq!(
+        fake.succeeded("OrderCancel"),
+        0,
+        "nothing happens before the yes"
+    );
+    call.speak().await;
+    let done = call.bot_said().await;
+    assert!(done.contains("is cancelled"), "{done}");
+    assert_eq!(fake.succeeded("OrderCancel"), 1);
+    // The model's socket drops; the caller repeats the request on the new session.
+    sim.faults(|f| f.drop_now = true);
+    call.send(&signal::silence(8000, 0.3)).await;
+    call.wait_for("a reconnect", |k| {
+        matches!(k, BusKind::Event(Event::ModelReconnected { .. })).then_some(())
+    })
+    .await;
+    call.speak().await;
+    let again = call.bot_said().await;
+    assert!(again.contains("is cancelled"), "{again}");
+    let outputs = tool_outputs(&sim);
+    let statuses: Vec<&str> = outputs.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["needs_confirmation", "done", "done"]);
+    assert_eq!(
+        fake.succeeded("OrderCancel"),
+        1,
+        "cancelled once, whatever is repeated"
+    );
+    assert_eq!(call.end().await, Outcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cancel_happens_without_a_yes() {
+    let (fake, shop) = store().await;
+    let turns = script(&[
+        ("order 1001 cancel kar do", "Pakka?", Some("cancel_order")),
+        ("nahi rehne do", "Theek hai.", Some("cancel_order")),
+        ("mera order kahan hai", "Dekhti hoon.", Some("cancel_order")),
+    ]);
+    let sim = Simulator::start(SimulatorConfig {
+        script: turns,
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut call = Call::start_with(&agent_pipeline(), &sim, "sk-test", Some(shop));
+    for _ in 0..3 {
+        call.speak().await;
+        call.bot_said().await;
+    }
+    let statuses: Vec<String> = tool_outputs(&sim).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(
+        statuses,
+        [
+            "needs_confirmation",
+            "needs_confirmation",
+            "needs_confirmation"
+        ]
+    );
+    assert_eq!(fake.succeeded("OrderCancel"), 0);
     assert_eq!(call.end().await, Outcome::Completed);
 }

@@ -1,0 +1,254 @@
+//! Agents against the fake store over real HTTP: each agent's happy path, throttling, outages,
+//! idempotency, and runs cancelled with their call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use caly::agents::{AgentConfig, AgentName, Args, Orchestrator, Status};
+use caly::frame::Event;
+use caly::intent::entities::Entities;
+use caly::pipeline::{Bus, BusKind, Outcome, Pipeline, PipelineOptions};
+use caly::registry::CompileOptions;
+use caly::shopify::fake::FakeShopify;
+use caly::shopify::{Shopify, ShopifyConfig};
+use caly::stage::{RealtimeEndpoint, Services};
+use caly::testing::within;
+
+use crate::helpers::compile_with;
+
+async fn store() -> (FakeShopify, Arc<Shopify>) {
+    let fake = FakeShopify::start("shpat_t").await.unwrap();
+    let mut config = ShopifyConfig::new(fake.url(), "shpat_t");
+    config.backoff_initial = Duration::from_millis(20);
+    (fake, Shopify::new(config).unwrap())
+}
+
+fn agents(shop: &Arc<Shopify>, caller: Option<&str>) -> Arc<Orchestrator> {
+    let config = AgentConfig {
+        confirm_wait: Duration::from_millis(100),
+        ..AgentConfig::default()
+    };
+    Orchestrator::new(Some(Arc::clone(shop)), "CAtest", caller, config)
+}
+
+fn order(n: &str) -> Args {
+    Args {
+        order_number: Some(n.into()),
+        ..Args::default()
+    }
+}
+
+#[tokio::test]
+async fn order_status_reads_the_shipment_and_finds_orders_by_phone() {
+    let (_fake, shop) = store().await;
+    let o = agents(&shop, None);
+    let out = o.run(AgentName::OrderStatus, order("1002")).await;
+    assert_eq!(out.status, Status::Done);
+    assert!(
+        out.message.contains("BlueDart") && out.message.contains("2026-11-28"),
+        "{}",
+        out.message
+    );
+    let out = o.run(AgentName::OrderStatus, order("1003")).await;
+    assert!(
+        out.message.contains("delivered on 2026-11-20"),
+        "{}",
+        out.message
+    );
+    // No number: the caller's phone (as Exotel gives it) finds their latest order.
+    let o = agents(&shop, Some("09876543210"));
+    let out = o.run(AgentName::OrderStatus, Args::default()).await;
+    assert_eq!(out.order.as_deref(), Some("#1005"), "{out:?}");
+    // Unknown caller, no number: ask for it.
+    let o = agents(&shop, Some("+919000000000"));
+    let out = o.run(AgentName::OrderStatus, Args::default()).await;
+    assert_eq!(out.status, Status::NeedsInfo);
+    assert!(
+        out.message.contains("…0000"),
+        "only the last digits: {}",
+        out.message
+    );
+    let out = o.run(AgentName::OrderStatus, order("4242")).await;
+    assert_eq!(out.status, Status::NeedsInfo);
+}
+
+#[tokio::test]
+async fn an_order_number_heard_earlier_serves_later_requests() {
+    let (_fake, shop) = store().await;
+    let o = agents(&shop, None);
+    o.heard(&Entities {
+        order_id: Some("1004".into()),
+        ..Entities::default()
+    });
+    let out = o.run(AgentName::RefundStatus, Args::default()).await;
+    assert_eq!(out.order.as_deref(), Some("#1004"));
+    assert!(out.message.contains("₹799"), "{}", out.message);
+    let out = o.run(AgentName::RefundStatus, order("1005")).await;
+    assert!(out.message.contains("₹500 of ₹2499"), "{}", out.message);
+}
+
+#[tokio::test]
+async fn destructive_agents_act_once_after_yes() {
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    // Cancel.
+    let out = o.run(AgentName::CancelOrder, order("1001")).await;
+    assert_eq!(out.status, Status::NeedsConfirmation);
+    assert!(o.affirmed().is_some());
+    let out = o.run(AgentName::CancelOrder, order("1001")).await;
+    assert_eq!(out.status, Status::Done, "{out:?}");
+    let again = o.run(AgentName::CancelOrder, order("1001")).await;
+    assert_eq!(again, out, "the first outcome, again");
+    assert_eq!(fake.succeeded("OrderCancel"), 1);
+    // Cancelling what has shipped is refused before any question.
+    let out = o.run(AgentName::CancelOrder, order("1002")).await;
+    assert_eq!(out.status, Status::Refused);
+    // Return of a delivered order.
+    let args = Args {
+        reason: Some("size chhota hai".into()),
+        ..order("1003")
+    };
+    assert_eq!(
+        o.run(AgentName::ReturnRequest, args.clone()).await.status,
+        Status::NeedsConfirmation
+    );
+    o.affirmed();
+    let out = o.run(AgentName::ReturnRequest, args).await;
+    assert_eq!(out.status, Status::Done, "{out:?}");
+    let sent = fake
+        .log()
+        .into_iter()
+        .find(|r| r.operation == "ReturnRequest")
+        .unwrap();
+    assert_eq!(
+        sent.variables["input"]["returnLineItems"][0]["returnReason"],
+        "SIZE_TOO_SMALL"
+    );
+    // Address change of an unshipped order (a fresh call: #1001 is cancelled in this one).
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    let args = Args {
+        address: Some("4 Park Street".into()),
+        city: Some("Kolkata".into()),
+        pincode: Some("700016".into()),
+        ..order("1001")
+    };
+    assert_eq!(
+        o.run(AgentName::AddressChange, args.clone()).await.status,
+        Status::NeedsConfirmation
+    );
+    o.affirmed();
+    let out = o.run(AgentName::AddressChange, args).await;
+    assert_eq!(out.status, Status::Done, "{out:?}");
+    assert_eq!(
+        fake.order("#1001").unwrap()["shippingAddress"]["city"],
+        "Kolkata"
+    );
+    assert_eq!(fake.succeeded("OrderUpdate"), 1);
+}
+
+#[tokio::test]
+async fn reschedule_and_handover_need_no_yes() {
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    let args = Args {
+        preferred_date: Some("Saturday".into()),
+        ..order("1002")
+    };
+    let out = o.run(AgentName::RescheduleDelivery, args.clone()).await;
+    assert_eq!(out.status, Status::Done, "{out:?}");
+    assert_eq!(o.run(AgentName::RescheduleDelivery, args).await, out);
+    assert_eq!(fake.succeeded("OrderUpdate"), 1, "noted once");
+    assert!(
+        fake.order("#1002").unwrap()["note"]
+            .as_str()
+            .unwrap()
+            .contains("Saturday")
+    );
+    let out = o.run(AgentName::TalkToHuman, Args::default()).await;
+    assert_eq!(out.status, Status::Done);
+}
+
+#[tokio::test]
+async fn throttling_and_429_are_retried_and_the_answer_still_comes() {
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    fake.faults(|f| {
+        f.throttle_next = 1;
+        f.status_429_next = 0;
+    });
+    assert_eq!(
+        o.run(AgentName::OrderStatus, order("1002")).await.status,
+        Status::Done
+    );
+    fake.faults(|f| {
+        f.status_429_next = 2;
+        f.retry_after_secs = 0.05;
+    });
+    assert_eq!(
+        o.run(AgentName::OrderStatus, order("1002")).await.status,
+        Status::Done
+    );
+}
+
+#[tokio::test]
+async fn an_outage_beyond_the_retry_budget_gives_an_honest_answer() {
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    fake.faults(|f| f.down = true);
+    let out = o.run(AgentName::OrderStatus, order("1002")).await;
+    assert_eq!(out.status, Status::Failed);
+    assert!(
+        out.message.contains("can't reach the store"),
+        "{}",
+        out.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ending_mid_run_cancels_the_run() {
+    let (fake, shop) = store().await;
+    fake.faults(|f| f.delay = Duration::from_secs(3));
+    let text = "[pipeline]\nname = \"agents\"\n[stages.said]\nkind = \"say_lines\"\nlines = [\"order 1002 kahan hai\"]\n[stages.intent]\nkind = \"classify_intent\"\n[stages.actions]\nkind = \"agent\"\nagents = [\"order_status\"]\nact_on_intents = true\n";
+    let graph = compile_with(text, CompileOptions::default());
+    let bus = Bus::new();
+    let mut rx = bus.subscribe();
+    let services = Services {
+        realtime: RealtimeEndpoint {
+            url: String::new(),
+            api_key: None,
+            simulator: true,
+        },
+        shopify: Some(shop),
+    };
+    let mut pipeline = Pipeline::start(
+        graph,
+        PipelineOptions {
+            bus: Some(bus),
+            services: Some(Arc::new(services)),
+            ..PipelineOptions::default()
+        },
+    )
+    .unwrap();
+    // The lines end at once, so the call ends while the store is still answering.
+    let outcome = within(
+        Duration::from_secs(10),
+        "the call to end",
+        pipeline.finished(),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Completed);
+    assert!(
+        fake.log().is_empty(),
+        "the store had not answered when the call ended"
+    );
+    let mut intents = 0;
+    while let Ok(e) = rx.try_recv() {
+        match e.kind {
+            BusKind::Event(Event::ActionTaken { .. }) => panic!("a cancelled run reported"),
+            BusKind::Event(Event::IntentDetected { .. }) => intents += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(intents, 1, "the run was started");
+}
