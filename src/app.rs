@@ -47,6 +47,8 @@ pub struct AppState {
     pub stream_auth: Option<Arc<str>>,
     /// Which Realtime backend calls use: `openai`, `simulator`, or `unused`.
     pub realtime: &'static str,
+    /// Whether agents reach a store: `shopify` or `unconfigured`.
+    pub store: &'static str,
     /// The offline Realtime simulator, when there is no API key.
     pub simulator: Option<Arc<crate::stages::realtime_simulator::Simulator>>,
 }
@@ -111,6 +113,20 @@ impl App {
             );
             ("simulator", Some(Arc::new(sim)))
         };
+        let store = match &services.shopify {
+            Some(shop) => {
+                tracing::info!(endpoint = %shop.endpoint(), "Store: Shopify.");
+                "shopify"
+            }
+            None => {
+                if graph.nodes().iter().any(|n| n.kind.name == "agent") {
+                    tracing::warn!(
+                        "SHOPIFY_STORE_DOMAIN / SHOPIFY_ACCESS_TOKEN are not set: agents will tell callers the store is not connected."
+                    );
+                }
+                "unconfigured"
+            }
+        };
         let session = SessionConfig {
             graphs: Arc::new(graphs),
             metrics: Arc::new(Metrics::new()),
@@ -132,6 +148,7 @@ impl App {
                 calls: TaskTracker::new(),
                 stream_auth: args.stream_auth.as_deref().map(Arc::from),
                 realtime,
+                store,
                 simulator,
             },
             grace: args.drain_grace(),

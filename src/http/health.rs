@@ -42,6 +42,7 @@ async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "max": state.max_calls,
         },
         "realtime": state.realtime,
+        "store": state.store,
         "draining": draining,
     });
     (status, Json(body))

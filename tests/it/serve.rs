@@ -38,6 +38,12 @@ async fn health_and_readiness_answer_and_shutdown_is_graceful() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "ready");
     assert_eq!(json["pipeline"]["name"], "support_hinglish");
+    let store = if std::env::var("SHOPIFY_ACCESS_TOKEN").is_ok_and(|t| !t.is_empty()) {
+        "shopify"
+    } else {
+        "unconfigured"
+    };
+    assert_eq!(json["store"], store);
     let (status, _) = get(addr, "/nope").await;
     assert_eq!(status, 404);
     stop.send(()).unwrap();

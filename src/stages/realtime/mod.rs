@@ -805,7 +805,9 @@ async fn on_control(config: &Config, socket: &mut Socket, state: &mut State, con
         }
         Control::Say(text) => {
             let response = serde_json::json!({
-                "instructions": format!("Say this to the caller, in their language: {text}"),
+                "instructions": format!(
+                    "A note from the store system; act on it, speaking to the caller in their language: {text}"
+                ),
             });
             request_response(config, socket, state, Some(response)).await?;
         }
