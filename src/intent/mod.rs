@@ -336,18 +336,6 @@ impl Classifier {
                     .push((phrase.intent, phrase.text.clone(), h.negated));
             }
         }
-        // One intent per utterance, the request: a hello, a thanks or a "haan" next to a clear
-        // request counts for half, a product aside for three quarters.
-        let top_request = INTENTS
-            .iter()
-            .filter(|i| i.is_request())
-            .map(|i| out.score[*i as usize])
-            .fold(0.0, f32::max);
-        if top_request >= lx.scoring.strong {
-            for i in INTENTS.iter().filter(|i| !i.is_request()) {
-                out.score[*i as usize] *= if *i == Intent::Unknown { 0.75 } else { 0.5 };
-            }
-        }
         // "Refund kab tak aayega": the question is about the refund.
         let topic = INTENTS
             .iter()
@@ -360,6 +348,18 @@ impl Classifier {
             .copied();
         for (own, weight) in generic {
             out.score[topic.unwrap_or(own) as usize] += weight;
+        }
+        // One intent per utterance, the request: a hello, a thanks or a "haan" next to a clear
+        // request counts for half, a product aside for three quarters.
+        let top_request = INTENTS
+            .iter()
+            .filter(|i| i.is_request())
+            .map(|i| out.score[*i as usize])
+            .fold(0.0, f32::max);
+        if top_request >= lx.scoring.strong {
+            for i in INTENTS.iter().filter(|i| !i.is_request()) {
+                out.score[*i as usize] *= if *i == Intent::Unknown { 0.75 } else { 0.5 };
+            }
         }
         out.score[Intent::Unknown as usize] += lx.scoring.unknown_bias;
         // A refused action on its own is a refusal ("don't cancel it"); next to another

@@ -25,6 +25,9 @@ fn negated_actions_redirect_or_refuse() {
         intent("mujhe refund nahi, exchange chahiye"),
         Intent::ReturnRequest
     );
+    let p = classify("order 1001 cancel mat karo, bas status batao");
+    assert_eq!(p.intent, Intent::OrderStatus);
+    assert!(p.confidence > 0.8, "a redirection is not a tie: {p:?}");
     assert_eq!(intent("don't cancel it"), Intent::Deny);
     assert_eq!(intent("mat karo cancel"), Intent::Deny);
     assert_eq!(intent("नहीं, मत करो"), Intent::Deny);
