@@ -311,17 +311,21 @@ fn intent(args: IntentArgs) -> ExitCode {
         };
         let before = cli::evaluate(&classifier, &data);
         let f = cli::fit(&classifier, &data);
-        println!(
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
             "{} utterances; now: accuracy {:.3}, ECE {:.3}",
             data.len(),
             before.0,
             before.1
         );
-        println!(
+        let _ = writeln!(
+            out,
             "fitted: accuracy {:.3}, ECE {:.3}, mean log-likelihood {:.3}",
             f.accuracy, f.ece, f.log_likelihood
         );
-        println!(
+        let _ = writeln!(
+            out,
             "[scoring]\ntemperature = {:.1}\nunknown_bias = {:.1}\nmin_confidence = {:.2}",
             f.temperature, f.unknown_bias, f.min_confidence
         );
