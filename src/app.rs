@@ -19,12 +19,15 @@ use crate::graph::{self, Graph};
 use crate::metrics::Metrics;
 use crate::registry::{CompileOptions, Registry};
 use crate::settings::ServeArgs;
+use crate::store::{Recorder, RecorderConfig, RecorderTask, Store};
 use crate::telephony::session::{GraphSet, SessionConfig, SessionReport};
 
 /// Rates Exotel streams at (PROTOCOLS.md §1.2).
 const EXOTEL_RATES: &[u32] = &[8000, 16000, 24000];
 /// Most bot audio a call holds for playback.
 const MAX_BOT_QUEUE: Duration = Duration::from_secs(120);
+/// On shutdown, how long the recorder may keep retrying to write what calls left queued.
+const RECORDER_SHUTDOWN: Duration = Duration::from_secs(30);
 /// After the grace period, how long ended calls get to close.
 const END_CALLS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +54,14 @@ pub struct AppState {
     pub store: &'static str,
     /// The offline Realtime simulator, when there is no API key.
     pub simulator: Option<Arc<crate::stages::realtime_simulator::Simulator>>,
+    /// Call records.
+    pub db: Store,
+    /// The write-behind queue calls record into.
+    pub recorder: Recorder,
+    /// The secret Exotel callbacks carry as `?token=`; `None` = webhooks refused.
+    pub webhook_token: Option<Arc<str>>,
+    /// Per-API-key request rate.
+    pub limiter: Arc<crate::http::rest::KeyLimiter>,
 }
 
 /// A server that has bound its port and compiled its pipeline.
@@ -58,6 +69,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
+    writer: RecorderTask,
 }
 
 impl App {
@@ -74,6 +86,26 @@ impl App {
             if let Ok(g) = graph::load(&args.pipeline, &registry, &options) {
                 graphs.insert(*rate, g);
             }
+        }
+        let db = Store::connect(&args.database_url).await.with_context(|| {
+            format!(
+                "cannot open the call records database {}",
+                crate::store::redact_url(&args.database_url)
+            )
+        })?;
+        db.migrate()
+            .await
+            .context("cannot apply the database migrations")?;
+        tracing::info!(
+            database = db.backend().label(),
+            url = %crate::store::redact_url(&args.database_url),
+            "Call records database ready."
+        );
+        let (recorder, writer) = RecorderTask::start(db.clone(), RecorderConfig::default());
+        if args.webhook_token.is_none() {
+            tracing::warn!(
+                "CALY_WEBHOOK_TOKEN is not set: Exotel status and Passthru callbacks are refused."
+            );
         }
         let listener = TcpListener::bind(args.listen())
             .await
@@ -136,6 +168,7 @@ impl App {
             end_calls: CancellationToken::new(),
             services: Arc::new(services),
             reports: None,
+            recorder: Some(recorder.clone()),
         };
         Ok(App {
             listener,
@@ -150,8 +183,13 @@ impl App {
                 realtime,
                 store,
                 simulator,
+                db,
+                recorder,
+                webhook_token: args.webhook_token.as_deref().map(Arc::from),
+                limiter: crate::http::rest::limiter(args.api_quota()),
             },
             grace: args.drain_grace(),
+            writer,
         })
     }
 
@@ -212,10 +250,16 @@ impl App {
                 tracing::debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
             }
         });
-        axum::serve(listener, crate::http::router(self.state))
+        let served = axum::serve(listener, crate::http::router(self.state))
             .with_graceful_shutdown(drained)
             .await
-            .context("server failed")
+            .context("server failed");
+        // Every call has ended: what they recorded is written before the process exits.
+        let lost = self.writer.shutdown(RECORDER_SHUTDOWN).await;
+        if lost == 0 {
+            tracing::info!("Call records flushed.");
+        }
+        served
     }
 }
 

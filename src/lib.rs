@@ -25,3 +25,4 @@ pub mod app; // `caly serve`: build, run and shut down the HTTP server
 pub mod http; // the HTTP edges: health, metrics, the Exotel stream
 pub mod settings; // process settings from flags and environment
 pub mod shopify; // the store: Shopify GraphQL Admin client (throttle, retries, breaker) and a fake
+pub mod store; // call records: SQLite or PostgreSQL, the write-behind recorder, API keys

@@ -47,6 +47,45 @@ enum Command {
     /// Classify caller utterances: TEXT arguments, or one utterance per stdin line; one JSON
     /// object per line out: {"intent","confidence","entities","alternatives"}.
     Intent(IntentArgs),
+    /// Apply the call-records database migrations (`serve` also does at start).
+    Migrate(DbArgs),
+    /// Manage REST API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    /// `sqlite://FILE` or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://caly.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Create a key; it is printed once, as the last line of stdout, and only its hash is kept.
+    Create {
+        /// Who or what uses it.
+        #[arg(long)]
+        name: String,
+        /// What it may do.
+        #[arg(long, default_value = "read", value_parser = ["read", "write", "admin"])]
+        scope: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id (printed when it was created).
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,6 +191,10 @@ async fn main() -> ExitCode {
         Command::Pipeline(cmd) => pipeline(cmd),
         Command::Simulate(args) => simulate(args).await,
         Command::Intent(args) => intent(args),
+        Command::Migrate(db) => report(migrate(&db).await.map(|store| {
+            println!("Migrations applied ({}).", store.backend().label());
+        })),
+        Command::Apikey(cmd) => report(apikey(cmd).await),
         Command::Replay {
             capture,
             pipeline,
@@ -188,6 +231,56 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(db: &DbArgs) -> anyhow::Result<caly::store::Store> {
+    use anyhow::Context as _;
+    let url = caly::store::redact_url(&db.database_url);
+    let store = caly::store::Store::connect_with(&db.database_url, 2)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    store.migrate().await.context("migration failed")?;
+    Ok(store)
+}
+
+async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApikeyCommand::Create { name, scope, db } => {
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= caly::store::keys::MAX_NAME,
+                "--name must be 1 to {} characters",
+                caly::store::keys::MAX_NAME
+            );
+            let scope: caly::store::keys::Scope = scope.parse().map_err(anyhow::Error::msg)?;
+            let store = migrate(&db).await?;
+            let key = store.create_api_key(name, scope).await?;
+            println!(
+                "Created API key {} ({name}, scope {scope}). It is shown once; keep it now:",
+                key.id
+            );
+            println!("{}", key.secret);
+        }
+        ApikeyCommand::Revoke { id, db } => {
+            let store = migrate(&db).await?;
+            anyhow::ensure!(
+                store.revoke_api_key(&id).await?,
+                "no live API key with id {id}"
+            );
+            println!("Revoked {id}.");
+        }
+    }
+    Ok(())
 }
 
 async fn simulate(args: SimulateArgs) -> ExitCode {

@@ -32,6 +32,20 @@ pub struct ServeArgs {
     /// On SIGTERM, let calls finish for up to this many seconds before ending them.
     #[arg(long, env = "CALY_DRAIN_GRACE_SECS", default_value_t = 30)]
     pub drain_grace_secs: u64,
+    /// Call records: `sqlite://FILE` (created on first run) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://caly.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Secret Exotel callbacks must carry as `?token=`; unset = webhooks refused.
+    #[arg(long, env = "CALY_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+    /// REST requests per second each API key may make (bursts up to twice that).
+    #[arg(long, env = "CALY_API_RATE_PER_SEC", default_value_t = 20)]
+    pub api_rate_per_sec: u32,
 }
 
 impl ServeArgs {
@@ -46,7 +60,19 @@ impl ServeArgs {
             idle_timeout_ms: 15_000,
             max_call_secs: 3600,
             drain_grace_secs: 30,
+            database_url: temp_sqlite_url(),
+            webhook_token: None,
+            api_rate_per_sec: 20,
         }
+    }
+
+    /// `api_rate_per_sec` as a governor quota (at least 1 per second).
+    pub fn api_quota(&self) -> governor::Quota {
+        use std::num::NonZeroU32;
+        let rate = NonZeroU32::new(self.api_rate_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst =
+            NonZeroU32::new(self.api_rate_per_sec.saturating_mul(2)).unwrap_or(NonZeroU32::MIN);
+        governor::Quota::per_second(rate).allow_burst(burst)
     }
 
     /// The socket address to listen on.
@@ -68,4 +94,10 @@ impl ServeArgs {
     pub fn drain_grace(&self) -> Duration {
         Duration::from_secs(self.drain_grace_secs)
     }
+}
+
+/// A fresh SQLite file under the temp directory (for tests and tools that do not say where).
+pub fn temp_sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("caly-{}.db", uuid::Uuid::now_v7().simple()));
+    format!("sqlite://{}", path.display())
 }

@@ -19,12 +19,13 @@ use tokio::sync::broadcast;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::frame::{Control, Event, Frame, Packet};
+use crate::frame::{Control, Event, Frame, Packet, Speaker};
 use crate::graph::Graph;
 use crate::metrics::Metrics;
 use crate::pipeline::{
     Bus, BusEvent, BusKind, Pipeline, PipelineOptions, SinkHandle, SourceHandle, TurnLatency,
 };
+use crate::store::{Record, Recorder};
 use crate::telephony::exotel::{Inbound, decode_payload, write_clear, write_mark, write_media};
 use crate::telephony::outbound::Outbound;
 
@@ -79,6 +80,9 @@ pub struct SessionConfig {
     pub services: Arc<crate::stage::Services>,
     /// Where each call's report goes, if someone listens (tests, tools); never waited on.
     pub reports: Option<tokio::sync::mpsc::Sender<SessionReport>>,
+    /// Where the call's record goes (transcript, intents, actions, latencies); never waited
+    /// on.
+    pub recorder: Option<Recorder>,
 }
 
 /// Why a call ended.
@@ -220,6 +224,113 @@ struct Session<'c, S> {
     ledger: Ledger,
     /// Speech was heard since the last stop: the next stop opens a turn.
     ledger_armed: bool,
+    /// What is being recorded about the call, once it has started.
+    log: Option<CallLog>,
+}
+
+/// The call's record in progress: its id and the next sequence number of each kind.
+struct CallLog {
+    recorder: Recorder,
+    id: String,
+    call_sid: Option<String>,
+    segments: i64,
+    intents: i64,
+    turns: i64,
+}
+
+impl CallLog {
+    /// Turns what the pipeline published into a record, if it is one worth keeping.
+    fn on_bus(&mut self, kind: &BusKind) {
+        let at_ms = crate::store::now_ms();
+        let record = match kind {
+            BusKind::Text(chunk) if chunk.is_final && !chunk.text.trim().is_empty() => {
+                self.segments += 1;
+                Record::Segment {
+                    call_id: self.id.clone(),
+                    seq: self.segments - 1,
+                    speaker: match chunk.speaker {
+                        Speaker::Caller => "caller",
+                        Speaker::Bot => "bot",
+                    },
+                    text: chunk.text.clone(),
+                    pts_ms: chunk.pts.as_millis() as i64,
+                    at_ms,
+                }
+            }
+            BusKind::Event(Event::IntentDetected {
+                intent,
+                confidence,
+                entities,
+                is_final: true,
+                accepted,
+                ..
+            }) => {
+                self.intents += 1;
+                Record::Intent {
+                    call_id: self.id.clone(),
+                    seq: self.intents - 1,
+                    intent: intent.name().to_owned(),
+                    confidence: f64::from(*confidence),
+                    entities: serde_json::to_string(entities).unwrap_or_else(|_| "{}".into()),
+                    accepted: *accepted,
+                    at_ms,
+                }
+            }
+            BusKind::Event(Event::ActionTaken {
+                action,
+                order,
+                key,
+                status,
+                detail,
+            }) => Record::Action {
+                call_id: self.id.clone(),
+                action: action.clone(),
+                order: order.clone(),
+                key: key.clone(),
+                status: status.clone(),
+                detail: detail.clone(),
+                at_ms,
+            },
+            BusKind::Latency(turn) => {
+                self.turns += 1;
+                Record::Turn {
+                    call_id: self.id.clone(),
+                    seq: self.turns - 1,
+                    model_ms: turn.model_ms,
+                    engine_ms: turn.engine_ms,
+                    v2v_sent_ms: turn.voice_to_voice_sent_ms,
+                    v2v_played_ms: turn.voice_to_voice_played_ms,
+                    at_ms,
+                }
+            }
+            _ => return,
+        };
+        self.recorder.record(record);
+    }
+
+    /// The call's final record, from its report.
+    fn end(self, report: &SessionReport) {
+        let mut v2v: Vec<f64> = report
+            .turns
+            .iter()
+            .map(|t| {
+                t.voice_to_voice_played_ms
+                    .unwrap_or(t.voice_to_voice_sent_ms)
+            })
+            .collect();
+        v2v.sort_by(f64::total_cmp);
+        self.recorder.record(Record::CallEnded {
+            id: self.id,
+            call_sid: self.call_sid,
+            ended_at_ms: crate::store::now_ms(),
+            duration_ms: report.duration.as_millis() as i64,
+            end_reason: report.end.label().to_owned(),
+            turns: report.turns.len() as i64,
+            barge_ins: report.barge_ins.len() as i64,
+            v2v_p50_ms: v2v.get(v2v.len() / 2).map(|v| v.round() as i64),
+            v2v_max_ms: v2v.last().map(|v| v.round() as i64),
+        });
+    }
 }
 
 /// The turn being timed: when the caller stopped, when the model's audio came, when its
@@ -266,6 +377,7 @@ where
         b64: String::new(),
         ledger: Ledger::default(),
         ledger_armed: false,
+        log: None,
     };
     // Three timers, each registered once and moved only when its deadline does: a media
     // message only bumps `idle_deadline`, and the idle timer re-arms lazily when it fires early.
@@ -515,6 +627,33 @@ where
             );
         }
         tracing::info!(call = %call_id, stream = %stream_sid, rate = self.rate, "Call started.");
+        if let Some(recorder) = &self.config.recorder {
+            let id = start
+                .call_sid
+                .as_deref()
+                .map_or_else(crate::store::new_call_id, crate::store::call_id_for_sid);
+            recorder.record(Record::CallStarted {
+                id: id.clone(),
+                call_sid: start.call_sid.clone(),
+                stream_sid: Some(stream_sid.clone()).filter(|s| !s.is_empty()),
+                from: start
+                    .from
+                    .as_deref()
+                    .and_then(crate::store::normalize_number),
+                to: start.to.as_deref().and_then(crate::store::normalize_number),
+                direction: None,
+                pipeline: graph.name.clone(),
+                at_ms: crate::store::now_ms(),
+            });
+            self.log = Some(CallLog {
+                recorder: recorder.clone(),
+                id,
+                call_sid: start.call_sid.clone(),
+                segments: 0,
+                intents: 0,
+                turns: 0,
+            });
+        }
         self.config.metrics.calls_active.inc();
         self.report.stream_sid = Some(stream_sid.clone());
         self.report.call_sid = start.call_sid;
@@ -529,6 +668,12 @@ where
     }
 
     async fn on_bus(&mut self, event: BusEvent) -> Option<CallEnd> {
+        // The transport publishes the latency ledger itself and records it in `close_turn`.
+        if let Some(log) = self.log.as_mut()
+            && !matches!(event.kind, BusKind::Latency(_))
+        {
+            log.on_bus(&event.kind);
+        }
         match event.kind {
             BusKind::Event(Event::SpeechConfirmed { .. }) => {
                 self.barge_in(event.at).await;
@@ -627,6 +772,9 @@ where
                 at: Instant::now(),
             });
         }
+        if let Some(log) = self.log.as_mut() {
+            log.on_bus(&BusKind::Latency(turn));
+        }
         self.report.turns.push(turn);
     }
 
@@ -709,6 +857,15 @@ where
             self.config.metrics.calls_active.dec();
             drop(pipeline);
         }
+        // What the stages said while draining (a last transcript, an action) is still owed to
+        // the record.
+        if let (Some(bus), Some(log)) = (self.bus.as_mut(), self.log.as_mut()) {
+            while let Ok(event) = bus.try_recv() {
+                if !matches!(event.kind, BusKind::Latency(_)) {
+                    log.on_bus(&event.kind);
+                }
+            }
+        }
         self.bus = None;
         if !matches!(end, CallEnd::SocketLost | CallEnd::Hangup) {
             let code = if end == CallEnd::Shutdown { 1001 } else { 1000 };
@@ -733,6 +890,9 @@ where
             barge_ins = self.report.barge_ins.len(),
             "Call ended."
         );
+        if let Some(log) = self.log.take() {
+            log.end(&self.report);
+        }
         self.report
     }
 }

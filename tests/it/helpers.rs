@@ -88,6 +88,7 @@ pub async fn spawn_app(
     let path = dir.0.join("pipeline.toml");
     std::fs::write(&path, pipeline).unwrap();
     let mut args = caly::settings::ServeArgs::local(path);
+    args.database_url = format!("sqlite://{}", dir.0.join("caly.db").display());
     tweak(&mut args);
     let mut app = caly::app::App::build(&args).await.unwrap();
     let reports = app.reports(10_000);
@@ -142,4 +143,77 @@ impl TestApp {
         .await
         .unwrap()
     }
+}
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database
+/// created on the server `TEST_DATABASE_URL` names (dropped by [`TestDb::drop_db`]).
+pub struct TestDb {
+    /// `sqlite` or `postgres`.
+    pub label: &'static str,
+    /// Where it is.
+    pub url: String,
+    admin: Option<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    /// Removes a PostgreSQL test database (SQLite files go with their directory).
+    pub async fn drop_db(self) {
+        if let Some((admin, name)) = &self.admin
+            && let Ok(store) = caly::store::Store::connect_with(admin, 1).await
+        {
+            let _ = store
+                .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+            store.close().await;
+        }
+    }
+}
+
+static SKIP_NOTE: std::sync::Once = std::sync::Once::new();
+
+/// A fresh SQLite database, and a fresh PostgreSQL one when `TEST_DATABASE_URL` is set (else
+/// a note that those runs were skipped).
+pub async fn test_dbs() -> Vec<TestDb> {
+    init();
+    let dir = TempDir::new("db");
+    let mut dbs = vec![TestDb {
+        label: "sqlite",
+        url: format!("sqlite://{}", dir.0.join("caly.db").display()),
+        admin: None,
+        _dir: Some(dir),
+    }];
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            let name = format!("caly_test_{}", uuid::Uuid::now_v7().simple());
+            let store = caly::store::Store::connect_with(&admin, 1)
+                .await
+                .expect("TEST_DATABASE_URL is set but PostgreSQL cannot be reached");
+            store
+                .execute_admin(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("cannot create a test database");
+            store.close().await;
+            let (base, query) = admin
+                .split_once('?')
+                .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+            let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+            let url = match query {
+                Some(q) => format!("{base}/{name}?{q}"),
+                None => format!("{base}/{name}"),
+            };
+            dbs.push(TestDb {
+                label: "postgres",
+                url,
+                admin: Some((admin.clone(), name)),
+                _dir: None,
+            });
+        }
+        _ => SKIP_NOTE.call_once(|| {
+            eprintln!(
+                "PostgreSQL runs of the records tests SKIPPED: TEST_DATABASE_URL is not set."
+            );
+        }),
+    }
+    dbs
 }

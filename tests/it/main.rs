@@ -12,6 +12,7 @@ mod isolation;
 mod leak;
 mod pipelines;
 mod realtime;
+mod records;
 mod replay;
 mod serve;
 mod shopify;

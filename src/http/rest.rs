@@ -1,0 +1,569 @@
+//! The REST API under `/v1` (DESIGN.md §12): calls, one call with everything recorded about it,
+//! its transcript, actions, KPIs, and API key management. Every route wants
+//! `Authorization: Bearer <key>` with a scope at least the route's (401 without a valid key,
+//! 403 for a scope too small, 429 past the key's rate). Parameters are checked before any SQL
+//! runs: a bad date, limit, cursor or filter is a 400 that says which.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use governor::clock::{Clock as _, DefaultClock};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::intent::Intent;
+use crate::store::keys::{ApiKey, MAX_NAME, Scope};
+use crate::store::read::{
+    ActionFilter, ActionRow, CallDetail, CallFilter, CallSummary, Cursor, Kpis, Segment,
+};
+use crate::store::{normalize_number, now_ms};
+
+/// Largest REST request body.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Largest page.
+pub const MAX_LIMIT: i64 = 200;
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// KPIs default to this many days before `until`.
+const KPI_DEFAULT_DAYS: i64 = 30;
+/// The statuses a call row can have.
+const CALL_STATUSES: &[&str] = &[
+    "ringing",
+    "in-progress",
+    "completed",
+    "failed",
+    "busy",
+    "no-answer",
+    "canceled",
+];
+/// Longest filter value taken.
+const MAX_FILTER: usize = 64;
+
+/// Per-key request limiter.
+pub type KeyLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// The REST routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/calls", get(list_calls))
+        .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/calls/{id}/transcript", get(get_transcript))
+        .route("/v1/actions", get(list_actions))
+        .route("/v1/analytics/kpis", get(get_kpis))
+        .route("/v1/apikeys", axum::routing::post(create_key))
+        .route("/v1/apikeys/{id}", delete(revoke_key))
+        .route("/v1/openapi.json", get(super::openapi::get_openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Checks the bearer key, its scope and its rate.
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    needs: Scope,
+) -> Result<ApiKey, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "Send an API key as `Authorization: Bearer <key>`.",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .ok_or_else(|| {
+            ApiError::unauthorized("The Authorization header must be `Bearer <key>`.")
+        })?;
+    let key = state
+        .db
+        .check_api_key(token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("The API key is not valid."))?;
+    if key.scope < needs {
+        return Err(ApiError::forbidden(format!(
+            "This API key's scope is `{}`; the route needs `{}`.",
+            key.scope, needs
+        )));
+    }
+    let limiter = &state.limiter;
+    if let Err(not_until) = limiter.check_key(&key.id) {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        return Err(ApiError::rate_limited(wait.as_secs() + 1));
+    }
+    // Keys are few, but keep the limiter's map from holding revoked ones forever.
+    if limiter.len() > 10_000 {
+        limiter.retain_recent();
+    }
+    Ok(key)
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Bad query parameters: {}",
+            e.body_text().chars().take(200).collect::<String>()
+        ))
+    })
+}
+
+/// Epoch ms from RFC 3339 (`2026-11-25T10:00:00Z`) or an integer of milliseconds.
+fn parse_time(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = text.parse::<i64>()
+        && (0..=253_402_300_799_000).contains(&ms)
+    {
+        return Ok(Some(ms));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`{name}` must be an RFC 3339 time (2026-11-25T10:00:00Z) or epoch milliseconds."
+            ))
+        })
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
+    match limit.map(str::trim).filter(|l| !l.is_empty()) {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`limit` must be a whole number from 1 to {MAX_LIMIT}."
+                ))
+            }),
+    }
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    match cursor.filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => Cursor::decode(c)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("`cursor` is not one this API gave out.")),
+    }
+}
+
+fn short(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if v.len() <= MAX_FILTER && !v.chars().any(char::is_control) => {
+            Ok(Some(v.to_owned()))
+        }
+        Some(_) => Err(ApiError::bad_request(format!(
+            "`{name}` is too long or not printable."
+        ))),
+    }
+}
+
+fn number(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    match short(name, value)? {
+        None => Ok(None),
+        Some(v) if !v.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c)) => Err(
+            ApiError::bad_request(format!("`{name}` is not a phone number.")),
+        ),
+        Some(v) => normalize_number(&v)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a phone number."))),
+    }
+}
+
+fn check_range(since: Option<i64>, until: Option<i64>) -> Result<(), ApiError> {
+    match (since, until) {
+        (Some(s), Some(u)) if s > u => Err(ApiError::bad_request("`since` is after `until`.")),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /v1/calls` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListCallsParams {
+    /// `in-progress`, `completed`, `failed`, `busy`, `no-answer`, `canceled`.
+    status: Option<String>,
+    /// Caller number (any spelling: 098…, +91 98…, 98…).
+    from: Option<String>,
+    /// Number called.
+    to: Option<String>,
+    /// Started at or after: RFC 3339 or epoch ms.
+    since: Option<String>,
+    /// Started before: RFC 3339 or epoch ms.
+    until: Option<String>,
+    /// Has an accepted intent of this name (`order_status`, `cancel_order`, …).
+    intent: Option<String>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Page size, 1–200 (default 50).
+    limit: Option<String>,
+}
+
+/// A page of calls.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallPage {
+    /// Newest first.
+    pub items: Vec<CallSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of actions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActionPage {
+    /// Newest first.
+    pub items: Vec<ActionRow>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A call's transcript.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Transcript {
+    /// The call's id.
+    pub call_id: String,
+    /// Final segments, in order.
+    pub segments: Vec<Segment>,
+}
+
+/// An error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `{code, message}`.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `rate_limited`, `too_large`,
+    /// `unavailable`.
+    pub code: String,
+    /// For a person.
+    pub message: String,
+}
+
+/// Lists calls, newest first, filtered and keyset-paginated.
+#[utoipa::path(get, path = "/v1/calls", params(ListCallsParams),
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = CallPage), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn list_calls(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListCallsParams>, QueryRejection>,
+) -> Result<Json<CallPage>, ApiError> {
+    authorize(&state, &headers, Scope::Read).await?;
+    let p = query(params)?;
+    let intent = match short("intent", p.intent.as_deref())? {
+        None => None,
+        Some(name) => Some(
+            Intent::from_name(&name)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("`intent` {name:?} is not an intent."))
+                })?
+                .name()
+                .to_owned(),
+        ),
+    };
+    let status = short("status", p.status.as_deref())?;
+    if let Some(s) = status.as_deref()
+        && !CALL_STATUSES.contains(&s)
+    {
+        return Err(ApiError::bad_request(format!(
+            "`status` must be one of {}.",
+            CALL_STATUSES.join(", ")
+        )));
+    }
+    let filter = CallFilter {
+        status,
+        from: number("from", p.from.as_deref())?,
+        to: number("to", p.to.as_deref())?,
+        since_ms: parse_time("since", p.since.as_deref())?,
+        until_ms: parse_time("until", p.until.as_deref())?,
+        intent,
+    };
+    check_range(filter.since_ms, filter.until_ms)?;
+    let limit = parse_limit(p.limit.as_deref())?;
+    let cursor = parse_cursor(p.cursor.as_deref())?;
+    let page = state.db.list_calls(&filter, cursor.as_ref(), limit).await?;
+    Ok(Json(CallPage {
+        items: page.items,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+fn call_key(id: &str) -> Result<&str, ApiError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(
+            "A call is named by its UUID or Exotel CallSid.",
+        ));
+    }
+    Ok(id)
+}
+
+/// One call (by UUID or Exotel CallSid) with its transcript, intents and actions.
+#[utoipa::path(get, path = "/v1/calls/{id}",
+    params(("id" = String, Path, description = "UUID or Exotel CallSid")),
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = CallDetail), (status = 404, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
+pub async fn get_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CallDetail>, ApiError> {
+    authorize(&state, &headers, Scope::Read).await?;
+    state
+        .db
+        .call_detail(call_key(&id)?)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("call"))
+}
+
+/// A call's final transcript, in order.
+#[utoipa::path(get, path = "/v1/calls/{id}/transcript",
+    params(("id" = String, Path, description = "UUID or Exotel CallSid")),
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = Transcript), (status = 404, body = ErrorBody)))]
+pub async fn get_transcript(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Transcript>, ApiError> {
+    authorize(&state, &headers, Scope::Read).await?;
+    let call = state
+        .db
+        .find_call(call_key(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("call"))?;
+    let segments = state.db.transcript(&call.id).await?;
+    Ok(Json(Transcript {
+        call_id: call.id,
+        segments,
+    }))
+}
+
+/// `GET /v1/actions` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListActionsParams {
+    /// Of this call (UUID).
+    call_id: Option<String>,
+    /// This agent (`cancel_order`, `order_status`, `talk_to_human`, …).
+    action: Option<String>,
+    /// This status (`done`, `failed`, …).
+    status: Option<String>,
+    /// Created at or after: RFC 3339 or epoch ms.
+    since: Option<String>,
+    /// Created before: RFC 3339 or epoch ms.
+    until: Option<String>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Page size, 1–200 (default 50).
+    limit: Option<String>,
+}
+
+/// Lists agent actions, newest first.
+#[utoipa::path(get, path = "/v1/actions", params(ListActionsParams),
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = ActionPage), (status = 400, body = ErrorBody)))]
+pub async fn list_actions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListActionsParams>, QueryRejection>,
+) -> Result<Json<ActionPage>, ApiError> {
+    authorize(&state, &headers, Scope::Read).await?;
+    let p = query(params)?;
+    let filter = ActionFilter {
+        call_id: match short("call_id", p.call_id.as_deref())? {
+            Some(id) => Some(call_key(&id)?.to_owned()),
+            None => None,
+        },
+        action: short("action", p.action.as_deref())?,
+        status: short("status", p.status.as_deref())?,
+        since_ms: parse_time("since", p.since.as_deref())?,
+        until_ms: parse_time("until", p.until.as_deref())?,
+    };
+    check_range(filter.since_ms, filter.until_ms)?;
+    let limit = parse_limit(p.limit.as_deref())?;
+    let cursor = parse_cursor(p.cursor.as_deref())?;
+    if cursor
+        .as_ref()
+        .is_some_and(|c| c.id.parse::<i64>().is_err())
+    {
+        return Err(ApiError::bad_request(
+            "`cursor` is not one this API gave out.",
+        ));
+    }
+    let page = state
+        .db
+        .list_actions(&filter, cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(ActionPage {
+        items: page.items,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// `GET /v1/analytics/kpis` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KpiParams {
+    /// Start (inclusive): RFC 3339 or epoch ms; default 30 days before `until`.
+    since: Option<String>,
+    /// End (exclusive): RFC 3339 or epoch ms; default now.
+    until: Option<String>,
+}
+
+/// Call KPIs over a time range, computed in SQL.
+#[utoipa::path(get, path = "/v1/analytics/kpis", params(KpiParams),
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = Kpis), (status = 400, body = ErrorBody)))]
+pub async fn get_kpis(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<KpiParams>, QueryRejection>,
+) -> Result<Json<Kpis>, ApiError> {
+    authorize(&state, &headers, Scope::Read).await?;
+    let p = query(params)?;
+    let until = parse_time("until", p.until.as_deref())?.unwrap_or_else(now_ms);
+    let since =
+        parse_time("since", p.since.as_deref())?.unwrap_or(until - KPI_DEFAULT_DAYS * 86_400_000);
+    check_range(Some(since), Some(until))?;
+    Ok(Json(state.db.kpis(since, until).await?))
+}
+
+/// `POST /v1/apikeys` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    /// Who or what uses the key.
+    name: String,
+    /// `read` (default), `write` or `admin`.
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// A key just created: `key` is shown this once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NewKeyResponse {
+    /// The key's id (to revoke it).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its scope.
+    pub scope: String,
+    /// The key itself; it is not stored and cannot be shown again.
+    pub key: String,
+}
+
+/// Creates an API key (admin).
+#[utoipa::path(post, path = "/v1/apikeys", request_body = NewKeyRequest,
+    security(("bearer" = ["admin"])),
+    responses((status = 201, body = NewKeyResponse), (status = 403, body = ErrorBody)))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewKeyRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+    authorize(&state, &headers, Scope::Admin).await?;
+    let Json(req) = body.map_err(|e| match e {
+        JsonRejection::BytesRejection(_) => ApiError::too_large(MAX_BODY),
+        other => ApiError::bad_request(format!(
+            "Bad body: {}",
+            other.body_text().chars().take(200).collect::<String>()
+        )),
+    })?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`name` must be 1 to {MAX_NAME} printable characters."
+        )));
+    }
+    let scope: Scope = req
+        .scope
+        .as_deref()
+        .unwrap_or("read")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    let key = state.db.create_api_key(name, scope).await?;
+    tracing::info!(key_id = %key.id, scope = %scope, "API key created over REST.");
+    Ok((
+        StatusCode::CREATED,
+        Json(NewKeyResponse {
+            id: key.id,
+            name: name.to_owned(),
+            scope: scope.to_string(),
+            key: key.secret,
+        }),
+    ))
+}
+
+/// Revokes an API key (admin).
+#[utoipa::path(delete, path = "/v1/apikeys/{id}",
+    params(("id" = String, Path, description = "The key's id")),
+    security(("bearer" = ["admin"])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers, Scope::Admin).await?;
+    if state.db.revoke_api_key(call_key(&id)?).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("API key"))
+    }
+}
+
+/// Builds the limiter for `quota`.
+pub fn limiter(quota: governor::Quota) -> Arc<KeyLimiter> {
+    Arc::new(governor::RateLimiter::keyed(quota))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_limits_and_cursors_are_checked() {
+        assert_eq!(
+            parse_time("since", Some("1764064800000")).unwrap(),
+            Some(1_764_064_800_000)
+        );
+        assert_eq!(
+            parse_time("since", Some("2025-11-25T10:00:00Z")).unwrap(),
+            Some(1_764_064_800_000)
+        );
+        for bad in ["yesterday", "2025-13-01", "-5", "1e9", "' OR 1=1 --"] {
+            assert!(parse_time("since", Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_LIMIT);
+        for bad in ["0", "201", "99999999999999999999", "-1", "ten"] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(parse_cursor(Some("garbage")).is_err());
+        assert!(call_key("x' OR '1'='1").is_err());
+    }
+}

@@ -1,0 +1,328 @@
+//! Call records (DESIGN.md §8): one [`Store`] over sqlx's `AnyPool`, so the embedded SQLite
+//! default and production PostgreSQL run the same code and the same SQL (`$n` placeholders,
+//! times as epoch milliseconds, ids and JSON as text).
+//!
+//! - [`write`]: what the store is told (a call started, a transcript segment, an intent, an
+//!   action, a turn's latency, the call ended; an Exotel webhook), each batch one transaction.
+//! - [`read`]: what the REST API asks (calls by filter and cursor, one call with everything it
+//!   has, actions, KPIs), each answer a fixed number of queries.
+//! - [`recorder`]: the write-behind queue between a call and the database.
+//! - [`keys`]: API keys, stored as SHA-256 hashes.
+
+pub mod keys;
+pub mod read;
+pub mod recorder;
+pub mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor as _, SqlSafeStr as _};
+
+pub use recorder::{Recorder, RecorderConfig, RecorderStats, RecorderTask};
+pub use write::{Record, Webhook, WebhookKind, WebhookOutcome};
+
+/// How long a query may wait for a connection before the caller hears the database is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// SQLite: how long a writer waits for another's lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: one file, WAL mode.
+    Sqlite,
+    /// Production.
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres` (for `/readyz` and logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What went wrong talking to the database. The message is for logs; HTTP answers never show
+/// it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `DATABASE_URL` names no database Caly can use.
+    #[error("unsupported database URL (use sqlite://… or postgres://…): {0}")]
+    BadUrl(String),
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The call-records database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    queries: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Connects (SQLite: the file is created on first use, WAL mode). The pool is lazy about
+    /// nothing: this fails if the database cannot be reached now.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, 10).await
+    }
+
+    /// As [`Store::connect`], with at most `max_connections` connections.
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let (url, backend) = normalize_url(url)?;
+        let options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool = match backend {
+            Backend::Sqlite => {
+                options
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                            )))
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => options.connect(&url).await?,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            queries: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Applies the migrations of this backend that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let (folder_sql, name) = match self.backend {
+            Backend::Sqlite => (
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+                "init",
+            ),
+            Backend::Postgres => (
+                include_str!("../../migrations/postgres/0001_init.sql"),
+                "init",
+            ),
+        };
+        let migrations = vec![Migration::new(
+            1,
+            name.into(),
+            MigrationType::Simple,
+            folder_sql.into_sql_str(),
+            false,
+        )];
+        let migrator = Migrator::with_migrations(migrations);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Queries issued so far by this store and its clones (tests prove reads do not grow with
+    /// the data).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database answers now.
+    pub async fn ping(&self) -> bool {
+        self.count_query();
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Connections open and idle, for metrics.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs one statement outside the call-records API (tests and tools: create or drop a
+    /// database, hold a lock).
+    pub async fn execute_admin(&self, sql: &str) -> Result<u64, StoreError> {
+        self.count_query();
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Counts the rows of one of the store's tables (tests and tools).
+    pub async fn count_rows(&self, table: &str) -> Result<i64, StoreError> {
+        const TABLES: &[&str] = &[
+            "calls",
+            "transcript_segments",
+            "turns",
+            "intents",
+            "actions",
+            "webhook_events",
+            "api_keys",
+        ];
+        let Some(table) = TABLES.iter().find(|t| **t == table) else {
+            return Err(StoreError::Db(sqlx::Error::Protocol(format!(
+                "no table {table}"
+            ))));
+        };
+        self.count_query();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(sqlx::Row::try_get(&row, "n")?)
+    }
+
+    fn count_query(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// `sqlite://caly.db` → a URL that creates the file; `postgres://…` unchanged.
+fn normalize_url(url: &str) -> Result<(String, Backend), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_owned(), Backend::Postgres));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let url = if rest.contains("mode=") || rest.contains(":memory:") {
+            url.to_owned()
+        } else if rest.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        return Ok((url, Backend::Sqlite));
+    }
+    Err(StoreError::BadUrl(redact_url(url)))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The call id for an Exotel CallSid: the same on every path that sees the call (the stream's
+/// `start`, status callbacks, Passthru), so rows converge whatever arrives first.
+pub fn call_id_for_sid(call_sid: &str) -> String {
+    let digest = Sha256::digest(format!("exotel-call:{call_sid}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::new_v8(bytes).to_string()
+}
+
+/// A fresh call id for a stream that names no CallSid (time-ordered).
+pub fn new_call_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A phone number as stored and filtered: E.164 for Indian mobiles, digits (and a leading `+`)
+/// otherwise, so `09876543210`, `+91 98765 43210` and `919876543210` are one number.
+pub fn normalize_number(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    if let Some(e164) = crate::agents::e164(raw) {
+        return Some(e164);
+    }
+    let plus = raw.starts_with('+');
+    let digits: String = raw.chars().filter(char::is_ascii_digit).take(20).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    Some(if plus { format!("+{digits}") } else { digits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_create_the_file_and_other_schemes_are_refused() {
+        assert_eq!(
+            normalize_url("sqlite://caly.db").unwrap().0,
+            "sqlite://caly.db?mode=rwc"
+        );
+        assert_eq!(
+            normalize_url("sqlite://x.db?mode=ro").unwrap().0,
+            "sqlite://x.db?mode=ro"
+        );
+        assert_eq!(
+            normalize_url("postgres://u:p@h/db").unwrap().1,
+            Backend::Postgres
+        );
+        let err = normalize_url("mysql://root:hunter2@h/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_call_sid_always_maps_to_the_same_uuid() {
+        let a = call_id_for_sid("80bfbec2d78bbbf10fb851f4fa165211");
+        assert_eq!(a, call_id_for_sid("80bfbec2d78bbbf10fb851f4fa165211"));
+        assert_ne!(a, call_id_for_sid("80bfbec2d78bbbf10fb851f4fa165212"));
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+
+    #[test]
+    fn numbers_are_normalized_to_one_spelling() {
+        for raw in [
+            "09876543210",
+            "+91 98765 43210",
+            "919876543210",
+            "9876543210",
+        ] {
+            assert_eq!(normalize_number(raw).as_deref(), Some("+919876543210"));
+        }
+        assert_eq!(
+            normalize_number("0804-123-4567").as_deref(),
+            Some("08041234567")
+        );
+        assert_eq!(normalize_number("  "), None);
+        assert_eq!(normalize_number("abc"), None);
+    }
+}
