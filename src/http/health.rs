@@ -1,5 +1,5 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the pipeline compiled and the server
-//! takes calls; 503 while draining).
+//! takes calls; 503 while draining; the database's state is reported).
 
 use std::sync::atomic::Ordering;
 
@@ -10,6 +10,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+
+/// How long `/readyz` waits for the database to answer.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The health routes.
 pub fn router() -> Router<AppState> {
@@ -24,6 +27,12 @@ async fn get_healthz() -> Json<Value> {
 
 async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let draining = state.draining.load(Ordering::SeqCst);
+    // Calls do not wait on the database (their records queue), so an outage is reported here
+    // but does not make the server unready.
+    let reachable = tokio::time::timeout(PING_TIMEOUT, state.db.ping())
+        .await
+        .unwrap_or(false);
+    let stats = state.recorder.stats();
     let status = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -43,6 +52,13 @@ async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         },
         "realtime": state.realtime,
         "store": state.store,
+        "database": {
+            "backend": state.db.backend().label(),
+            "reachable": reachable,
+            "queued": state.recorder.queued(),
+            "dropped": stats.dropped.load(Ordering::Relaxed),
+            "failing": stats.failing.load(Ordering::Relaxed),
+        },
         "draining": draining,
     });
     (status, Json(body))

@@ -318,10 +318,16 @@ mod tests {
         ] {
             assert_eq!(normalize_number(raw).as_deref(), Some("+919876543210"));
         }
+        // A Bengaluru landline (080) is +91 80… too.
         assert_eq!(
-            normalize_number("0804-123-4567").as_deref(),
-            Some("08041234567")
+            normalize_number("080-4123-4567").as_deref(),
+            Some("+918041234567")
         );
+        assert_eq!(
+            normalize_number("+1 (415) 555-0100").as_deref(),
+            Some("+14155550100")
+        );
+        assert_eq!(normalize_number("1800-123").as_deref(), Some("1800123"));
         assert_eq!(normalize_number("  "), None);
         assert_eq!(normalize_number("abc"), None);
     }

@@ -22,30 +22,88 @@ thread_local! {
     static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
 }
 
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
+/// Every block carries a prefix whose last byte says whether a tracked thread allocated it,
+/// so a block allocated on a runtime thread and freed on some other thread (sqlx's SQLite
+/// workers free the arguments they are sent) still leaves the tracked total.
+fn prefix(layout: Layout) -> usize {
+    layout.align().max(8)
+}
+
+fn padded(layout: Layout) -> Layout {
+    // The size grows by a multiple of the alignment, so this cannot fail for a valid layout.
+    Layout::from_size_align(layout.size() + prefix(layout), layout.align()).unwrap_or(layout)
+}
+
+fn tracked_here() -> bool {
+    TRACKED.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Writes the flag and returns the pointer handed out.
+///
+/// # Safety
+///
+/// `base` is null or a block of `padded(layout)`.
+unsafe fn mark(base: *mut u8, layout: Layout, tracked: bool) -> *mut u8 {
+    if base.is_null() {
+        return base;
+    }
+    let off = prefix(layout);
+    // SAFETY: `base` has `off` bytes before the user's block.
+    unsafe {
+        *base.add(off - 1) = u8::from(tracked);
+        base.add(off)
+    }
+}
+
+/// The block's base and whether it was tracked.
+///
+/// # Safety
+///
+/// `ptr` came from this allocator with `layout`.
+unsafe fn base_of(ptr: *mut u8, layout: Layout) -> (*mut u8, bool) {
+    let off = prefix(layout);
+    // SAFETY: the prefix precedes every block this allocator hands out.
+    unsafe {
+        let base = ptr.sub(off);
+        (base, *base.add(off - 1) == 1)
+    }
+}
+
+// SAFETY: forwards every call to the system allocator with a prefix added; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
-        live(layout.size() as i64);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
+        let tracked = tracked_here();
+        live(layout.size() as i64, tracked);
+        // SAFETY: same contract as ours, on the padded layout.
+        unsafe { mark(System.alloc(padded(layout)), layout, tracked) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        live(-(layout.size() as i64));
+        // SAFETY: `ptr` came from `alloc` with `layout`.
+        let (base, tracked) = unsafe { base_of(ptr, layout) };
+        live(-(layout.size() as i64), tracked);
         // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { System.dealloc(base, padded(layout)) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
-        live(layout.size() as i64);
+        let tracked = tracked_here();
+        live(layout.size() as i64, tracked);
         // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { mark(System.alloc_zeroed(padded(layout)), layout, tracked) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
-        live(new_size as i64 - layout.size() as i64);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        // SAFETY: `ptr` came from this allocator with `layout`.
+        let (base, tracked) = unsafe { base_of(ptr, layout) };
+        live(new_size as i64 - layout.size() as i64, tracked);
+        // SAFETY: same contract as ours; realloc keeps the prefix's bytes.
+        let moved = unsafe { System.realloc(base, padded(layout), new_size + prefix(layout)) };
+        if moved.is_null() {
+            return moved;
+        }
+        // SAFETY: `moved` is a block of the new padded size.
+        unsafe { moved.add(prefix(layout)) }
     }
 }
 
@@ -57,8 +115,8 @@ fn count() {
     });
 }
 
-/// Heap bytes live right now that were allocated (net of frees) by threads of a
-/// [`tracked_runtime`] — other tests running in parallel do not count.
+/// Heap bytes live right now that were allocated by threads of a [`tracked_runtime`], wherever
+/// they are freed — other tests running in parallel do not count.
 pub fn tracked_heap_bytes() -> i64 {
     TRACKED_LIVE.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -85,12 +143,12 @@ thread_local! {
     static TRACKED: Cell<bool> = const { Cell::new(false) };
 }
 
-fn live(delta: i64) {
-    let _ = TRACKED.try_with(|t| {
-        if t.get() {
-            TRACKED_LIVE.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+/// Counts `delta` bytes: in the tracked total if the block was allocated on a tracked thread,
+/// and in this thread's live bytes while counting.
+fn live(delta: i64, tracked: bool) {
+    if tracked {
+        TRACKED_LIVE.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
     let _ = COUNTING.try_with(|on| {
         if on.get() {
             let _ = LIVE_BYTES.try_with(|n| n.set(n.get() + delta));

@@ -175,14 +175,33 @@ static SKIP_NOTE: std::sync::Once = std::sync::Once::new();
 /// A fresh SQLite database, and a fresh PostgreSQL one when `TEST_DATABASE_URL` is set (else
 /// a note that those runs were skipped).
 pub async fn test_dbs() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite_db()];
+    match postgres_db().await {
+        Some(db) => dbs.push(db),
+        None => SKIP_NOTE.call_once(|| {
+            eprintln!(
+                "PostgreSQL runs of the records tests SKIPPED: TEST_DATABASE_URL is not set."
+            );
+        }),
+    }
+    dbs
+}
+
+/// A fresh SQLite database file.
+pub fn sqlite_db() -> TestDb {
     init();
     let dir = TempDir::new("db");
-    let mut dbs = vec![TestDb {
+    TestDb {
         label: "sqlite",
         url: format!("sqlite://{}", dir.0.join("caly.db").display()),
         admin: None,
         _dir: Some(dir),
-    }];
+    }
+}
+
+/// A fresh PostgreSQL database, if `TEST_DATABASE_URL` is set.
+pub async fn postgres_db() -> Option<TestDb> {
+    init();
     match std::env::var("TEST_DATABASE_URL") {
         Ok(admin) if !admin.is_empty() => {
             let name = format!("caly_test_{}", uuid::Uuid::now_v7().simple());
@@ -202,18 +221,13 @@ pub async fn test_dbs() -> Vec<TestDb> {
                 Some(q) => format!("{base}/{name}?{q}"),
                 None => format!("{base}/{name}"),
             };
-            dbs.push(TestDb {
+            Some(TestDb {
                 label: "postgres",
                 url,
                 admin: Some((admin.clone(), name)),
                 _dir: None,
-            });
+            })
         }
-        _ => SKIP_NOTE.call_once(|| {
-            eprintln!(
-                "PostgreSQL runs of the records tests SKIPPED: TEST_DATABASE_URL is not set."
-            );
-        }),
+        _ => None,
     }
-    dbs
 }

@@ -13,7 +13,7 @@ use caly::testing::within;
 use serde_json::Value;
 use sqlx::{Connection as _, Executor as _};
 
-use crate::helpers::{TestDb, repo, spawn_app, test_dbs, tone_bot};
+use crate::helpers::{TestDb, postgres_db, repo, spawn_app, sqlite_db, test_dbs, tone_bot};
 
 const TOKEN: &str = "s3cret-webhook-token";
 
@@ -730,7 +730,7 @@ async fn rows(store: &Store, table: &str, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_holds_while_sqlite_is_locked_and_lands_when_it_is_free() {
-    let db = test_dbs().await.remove(0);
+    let db = sqlite_db();
     let store = open(&db).await;
     let config = RecorderConfig {
         max_delay: Duration::from_millis(50),
@@ -857,4 +857,145 @@ async fn a_realtime_call_is_recorded_with_transcript_turns_and_its_end() {
         store.close().await;
         db.drop_db().await;
     }
+}
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, up_rx) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*up_rx.borrow() {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let target = target.clone();
+                let mut up = up_rx.clone();
+                conns.spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = up.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, task }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dropping_mid_call_loses_nothing_once_it_is_back() {
+    let Some(db) = postgres_db().await else {
+        eprintln!("SKIPPED: TEST_DATABASE_URL is not set (this test needs PostgreSQL).");
+        return;
+    };
+    // postgres://user@host:port/db → the proxy in place of host:port.
+    let (head, tail) = db.url.split_once('@').unwrap();
+    let (target, rest) = tail.split_once('/').unwrap();
+    let proxy = Proxy::start(target.to_owned()).await;
+    let proxied = format!("{head}@{}/{rest}", proxy.addr);
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let mut app = spawn_app(&pipeline, |a| a.database_url = proxied).await;
+    if app.state.realtime != "simulator" {
+        eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
+        return;
+    }
+    let (_, pcm) =
+        caly::testing::read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZdown", "CAdown", 8000).await.unwrap();
+    let turn = async |c: &mut ExotelClient| {
+        for chunk in pcm[..36_000].chunks(160) {
+            c.media(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        let mut chunks = 0;
+        within(Duration::from_secs(20), "bot audio", async {
+            while chunks < 6 {
+                match c.recv().await {
+                    Some(ServerMessage::Media(_)) => chunks += 1,
+                    Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    };
+    turn(&mut c).await;
+    // The database goes away mid-call; the call goes on.
+    proxy.set_up(false);
+    turn(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.stop().await.unwrap();
+    let report = app.report().await;
+    assert_eq!(report.turns.len(), 2);
+    let stats = std::sync::Arc::clone(app.state.recorder.stats());
+    within(Duration::from_secs(20), "a failed write", async {
+        while stats.failures.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let http = Http::new(app.addr);
+    let (_, ready) = http.get("/readyz", None).await;
+    assert_eq!(ready["database"]["reachable"], false, "{ready}");
+    // Straight to PostgreSQL (not through the proxy): the call's end is not there yet.
+    let direct = open(&db).await;
+    let before = direct.find_call("CAdown").await.unwrap();
+    assert!(
+        before.as_ref().is_none_or(|c| c.end_reason.is_none()),
+        "{before:?}"
+    );
+    proxy.set_up(true);
+    let detail = within(Duration::from_secs(30), "the queue to land", async {
+        loop {
+            if let Ok(Some(d)) = direct.call_detail("CAdown").await
+                && d.call.end_reason.is_some()
+            {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(detail.call.turns, 2);
+    assert_eq!(direct.count_rows("turns").await.unwrap(), 2);
+    let bot_lines = detail
+        .transcript
+        .iter()
+        .filter(|s| s.speaker == "bot")
+        .count();
+    assert!(
+        bot_lines >= 2,
+        "both turns' bot lines: {:?}",
+        detail.transcript
+    );
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    app.begin_shutdown();
+    app.stopped().await.unwrap();
+    direct.close().await;
+    db.drop_db().await;
 }
