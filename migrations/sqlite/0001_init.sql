@@ -21,6 +21,7 @@ CREATE TABLE calls (
     barge_ins      BIGINT  NOT NULL DEFAULT 0,
     v2v_p50_ms     BIGINT,
     v2v_max_ms     BIGINT,
+    handed_off     BIGINT  NOT NULL DEFAULT 0,
     updated_at     BIGINT  NOT NULL
 );
 CREATE INDEX calls_started ON calls (started_at DESC, id DESC);
@@ -63,6 +64,7 @@ CREATE TABLE intents (
     UNIQUE (call_id, seq)
 );
 CREATE INDEX intents_intent ON intents (intent, call_id);
+CREATE INDEX intents_created ON intents (created_at);
 
 CREATE TABLE actions (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -332,15 +332,16 @@ pub struct Kpis {
     pub p95_duration_ms: Option<i64>,
     /// Answered calls that ended without a `talk_to_human` hand-off, over answered calls.
     pub containment_rate: Option<f64>,
-    /// Calls per accepted intent.
+    /// Calls per accepted intent (intents recorded in the range).
     pub intents: BTreeMap<String, i64>,
-    /// Agent actions that finished (done, failed, refused, not configured).
+    /// Agent actions recorded in the range that finished (done, failed, refused, not
+    /// configured).
     pub actions_finished: i64,
     /// Of those, done.
     pub actions_done: i64,
     /// `actions_done / actions_finished`.
     pub action_success_rate: Option<f64>,
-    /// Turns with a latency ledger.
+    /// Turns recorded in the range with a latency ledger.
     pub turns: i64,
     /// Median voice-to-voice latency (played where Exotel confirmed it, else sent).
     pub v2v_p50_ms: Option<f64>,
@@ -352,9 +353,10 @@ fn ratio(part: i64, whole: i64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
-/// The row at the `q`-quantile of `n` sorted rows (nearest rank, from 0).
+/// The row at the `q`-quantile of `n` sorted rows, from 0: the nearest-rank definition, the
+/// same as PostgreSQL's `percentile_disc`.
 fn rank(q: f64, n: i64) -> i64 {
-    ((q * (n - 1) as f64).round() as i64).clamp(0, (n - 1).max(0))
+    ((q * n as f64).ceil() as i64 - 1).clamp(0, (n - 1).max(0))
 }
 
 impl Store {
@@ -552,21 +554,30 @@ impl Store {
         Ok(Page { items, next })
     }
 
-    /// KPIs of the calls that started in `[since_ms, until_ms)`: seven aggregate queries.
+    /// KPIs over `[since_ms, until_ms)`: call figures over the calls that started in it;
+    /// intents, actions and turns over those recorded in it. Each is an indexed range scan,
+    /// never a join; PostgreSQL answers in four queries, SQLite (no `percentile_disc`) in up
+    /// to seven.
     pub async fn kpis(&self, since_ms: i64, until_ms: i64) -> Result<Kpis, StoreError> {
         let pool = self.pool();
-        let answered = "(c.stream_sid IS NOT NULL OR c.status = 'completed')";
-        let duration = "COALESCE(c.duration_ms, c.conversation_s * 1000)";
+        let pg = self.backend == super::Backend::Postgres;
+        let answered = "(stream_sid IS NOT NULL OR status = 'completed')";
+        let duration = "COALESCE(duration_ms, conversation_s * 1000)";
+        let p95 = if pg {
+            format!("percentile_disc(0.95) WITHIN GROUP (ORDER BY {duration})")
+        } else {
+            "NULL".to_owned()
+        };
         self.count_query();
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT COUNT(*) AS calls,
                     CAST(COALESCE(SUM(CASE WHEN {answered} THEN 1 ELSE 0 END), 0) AS BIGINT) AS answered,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} AND NOT EXISTS (
-                        SELECT 1 FROM actions a WHERE a.call_id = c.id AND a.action = 'talk_to_human')
-                        THEN 1 ELSE 0 END), 0) AS BIGINT) AS contained,
+                    CAST(COALESCE(SUM(CASE WHEN {answered} AND handed_off = 0 THEN 1 ELSE 0 END), 0)
+                        AS BIGINT) AS contained,
                     CAST(AVG({duration}) AS DOUBLE PRECISION) AS avg_duration,
-                    COUNT({duration}) AS with_duration
-             FROM calls c WHERE c.started_at >= $1 AND c.started_at < $2"
+                    COUNT({duration}) AS with_duration,
+                    {p95} AS p95_duration
+             FROM calls WHERE started_at >= $1 AND started_at < $2"
         )))
         .bind(since_ms)
         .bind(until_ms)
@@ -577,11 +588,13 @@ impl Store {
         let contained: i64 = row.try_get("contained")?;
         let avg_duration_ms: Option<f64> = row.try_get("avg_duration")?;
         let with_duration: i64 = row.try_get("with_duration")?;
-        let p95_duration_ms = if with_duration > 0 {
+        let p95_duration_ms = if pg {
+            row.try_get::<Option<i64>, _>("p95_duration")?
+        } else if with_duration > 0 {
             self.count_query();
             sqlx::query(AssertSqlSafe(format!(
-                "SELECT {duration} AS d FROM calls c
-                 WHERE c.started_at >= $1 AND c.started_at < $2 AND {duration} IS NOT NULL
+                "SELECT {duration} AS d FROM calls
+                 WHERE started_at >= $1 AND started_at < $2 AND {duration} IS NOT NULL
                  ORDER BY d LIMIT 1 OFFSET $3"
             )))
             .bind(since_ms)
@@ -596,10 +609,9 @@ impl Store {
         };
         self.count_query();
         let rows = sqlx::query(
-            "SELECT i.intent AS intent, COUNT(DISTINCT i.call_id) AS n
-             FROM intents i JOIN calls c ON c.id = i.call_id
-             WHERE c.started_at >= $1 AND c.started_at < $2 AND i.accepted = 1
-             GROUP BY i.intent",
+            "SELECT intent, COUNT(DISTINCT call_id) AS n FROM intents
+             WHERE created_at >= $1 AND created_at < $2 AND accepted = 1
+             GROUP BY intent",
         )
         .bind(since_ms)
         .bind(until_ms)
@@ -612,11 +624,10 @@ impl Store {
         self.count_query();
         let row = sqlx::query(
             "SELECT
-                CAST(COALESCE(SUM(CASE WHEN a.status IN ('done', 'failed', 'refused', 'not_configured')
+                CAST(COALESCE(SUM(CASE WHEN status IN ('done', 'failed', 'refused', 'not_configured')
                     THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished,
-                CAST(COALESCE(SUM(CASE WHEN a.status = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT) AS done
-             FROM actions a JOIN calls c ON c.id = a.call_id
-             WHERE c.started_at >= $1 AND c.started_at < $2",
+                CAST(COALESCE(SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT) AS done
+             FROM actions WHERE created_at >= $1 AND created_at < $2",
         )
         .bind(since_ms)
         .bind(until_ms)
@@ -624,35 +635,49 @@ impl Store {
         .await?;
         let actions_finished: i64 = row.try_get("finished")?;
         let actions_done: i64 = row.try_get("done")?;
-        let v2v = "COALESCE(t.v2v_played_ms, t.v2v_sent_ms)";
-        self.count_query();
-        let turns: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM turns t JOIN calls c ON c.id = t.call_id
-             WHERE c.started_at >= $1 AND c.started_at < $2",
-        )
-        .bind(since_ms)
-        .bind(until_ms)
-        .fetch_one(pool)
-        .await?
-        .try_get("n")?;
-        let mut quantiles = [None, None];
-        if turns > 0 {
-            for (slot, q) in quantiles.iter_mut().zip([0.5, 0.95]) {
-                self.count_query();
-                *slot = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {v2v} AS v FROM turns t JOIN calls c ON c.id = t.call_id
-                     WHERE c.started_at >= $1 AND c.started_at < $2
-                     ORDER BY v LIMIT 1 OFFSET $3"
-                )))
-                .bind(since_ms)
-                .bind(until_ms)
-                .bind(rank(q, turns))
-                .fetch_optional(pool)
-                .await?
-                .map(|r| r.try_get::<f64, _>("v"))
-                .transpose()?;
+        let v2v = "COALESCE(v2v_played_ms, v2v_sent_ms)";
+        let (turns, v2v_p50_ms, v2v_p95_ms) = if pg {
+            self.count_query();
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n,
+                        percentile_disc(0.5) WITHIN GROUP (ORDER BY {v2v}) AS p50,
+                        percentile_disc(0.95) WITHIN GROUP (ORDER BY {v2v}) AS p95
+                 FROM turns WHERE created_at >= $1 AND created_at < $2"
+            )))
+            .bind(since_ms)
+            .bind(until_ms)
+            .fetch_one(pool)
+            .await?;
+            (row.try_get("n")?, row.try_get("p50")?, row.try_get("p95")?)
+        } else {
+            self.count_query();
+            let n: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM turns WHERE created_at >= $1 AND created_at < $2",
+            )
+            .bind(since_ms)
+            .bind(until_ms)
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?;
+            let mut q = [None, None];
+            if n > 0 {
+                for (slot, quantile) in q.iter_mut().zip([0.5, 0.95]) {
+                    self.count_query();
+                    *slot = sqlx::query(AssertSqlSafe(format!(
+                        "SELECT {v2v} AS v FROM turns WHERE created_at >= $1 AND created_at < $2
+                         ORDER BY v LIMIT 1 OFFSET $3"
+                    )))
+                    .bind(since_ms)
+                    .bind(until_ms)
+                    .bind(rank(quantile, n))
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|r| r.try_get::<f64, _>("v"))
+                    .transpose()?;
+                }
             }
-        }
+            (n, q[0], q[1])
+        };
         Ok(Kpis {
             since: rfc3339(since_ms),
             until: rfc3339(until_ms),
@@ -666,8 +691,8 @@ impl Store {
             actions_done,
             action_success_rate: ratio(actions_done, actions_finished),
             turns,
-            v2v_p50_ms: quantiles[0],
-            v2v_p95_ms: quantiles[1],
+            v2v_p50_ms,
+            v2v_p95_ms,
         })
     }
 }
@@ -723,7 +748,9 @@ mod tests {
     fn quantile_ranks_stay_in_range() {
         assert_eq!(rank(0.95, 1), 0);
         assert_eq!(rank(0.5, 3), 1);
+        assert_eq!(rank(0.5, 4), 1);
         assert_eq!(rank(0.95, 100), 94);
+        assert_eq!(rank(0.95, 101), 95);
         assert_eq!(rank(0.95, 0), 0);
     }
 }

@@ -12,6 +12,9 @@ use super::{Store, StoreError};
 /// replace it.
 const TERMINAL: &str = "('completed', 'failed', 'busy', 'no-answer', 'canceled')";
 
+/// The agent whose action means a person took over.
+pub const HAND_OFF: &str = "talk_to_human";
+
 /// Whether `status` ends a call.
 pub fn is_terminal(status: &str) -> bool {
     matches!(
@@ -409,6 +412,14 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
             .bind(at_ms)
             .execute(&mut **tx)
             .await?;
+            // The caller asked for a person: the call is not contained (a KPI read per call,
+            // so it lives on the call row rather than in a join at read time).
+            if action == HAND_OFF {
+                sqlx::query("UPDATE calls SET handed_off = 1 WHERE id = $1")
+                    .bind(call_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         Record::Turn {
             call_id,
