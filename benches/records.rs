@@ -331,7 +331,7 @@ fn main() {
         let detail: Vec<String> = (0..200)
             .map(|_| {
                 let i = rng.below(calls);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     format!("/v1/calls/{}", call_id_for_sid(&format!("CAbench{i:07}")))
                 } else {
                     format!("/v1/calls/CAbench{i:07}")
