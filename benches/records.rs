@@ -159,7 +159,13 @@ async fn seed(store: &Store, calls: u64, segments: i64) {
             for i in (t * per_task)..((t + 1) * per_task).min(calls) {
                 batch.extend(call_records(i, calls, segments, now, &mut rng));
                 if batch.len() >= 2000 {
-                    store.write_batch(&batch).await.unwrap();
+                    let t0 = Instant::now();
+                    if let Err(e) = store.write_batch(&batch).await {
+                        panic!(
+                            "write_batch failed after {:?} at call {i}: {e}",
+                            t0.elapsed()
+                        );
+                    }
                     n += batch.len() as u64;
                     batch.clear();
                 }

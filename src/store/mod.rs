@@ -58,10 +58,10 @@ pub enum StoreError {
     #[error("unsupported database URL (use sqlite://… or postgres://…): {0}")]
     BadUrl(String),
     /// The database refused or failed.
-    #[error("database: {0}")]
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
     /// Migrations failed.
-    #[error("migration: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
@@ -71,6 +71,10 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     queries: Arc<AtomicU64>,
+    /// SQLite has one writer at a time: writers of this process queue here, in order,
+    /// rather than spin in SQLite's busy handler (which is unfair and gives up after the
+    /// busy timeout while a long batch commits).
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -89,11 +93,13 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT);
         let pool = match backend {
             Backend::Sqlite => {
-                options
+                let pool = options
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            // 16 MiB of page cache (the default is 2 MiB): indexes of a large
+                            // call history stay in memory.
+                            conn.execute("PRAGMA cache_size = -16384").await?;
                             conn.execute(sqlx::AssertSqlSafe(format!(
                                 "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
                             )))
@@ -102,7 +108,19 @@ impl Store {
                         })
                     })
                     .connect(&url)
-                    .await?
+                    .await?;
+                // WAL is a property of the file, set once. Switching needs a lock no busy
+                // timeout waits for, so it is never done per connection (a connection opened
+                // while another writes would fail with "database is locked").
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&pool)
+                    .await?;
+                if !mode.eq_ignore_ascii_case("wal") && !url.contains("memory") {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&pool)
+                        .await?;
+                }
+                pool
             }
             Backend::Postgres => options.connect(&url).await?,
         };
@@ -110,6 +128,7 @@ impl Store {
             pool,
             backend,
             queries: Arc::new(AtomicU64::new(0)),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -197,6 +216,29 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(sqlx::Row::try_get(&row, "n")?)
+    }
+
+    /// A transaction that writes, and (SQLite) this process's turn to write, held until the
+    /// guard is dropped. SQLite's is `BEGIN IMMEDIATE`: it takes the write lock up front
+    /// (another process's writer is waited for up to the busy timeout), where a deferred one
+    /// could fail with "database is locked" when it upgrades while another writer commits.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Any>,
+            Option<tokio::sync::OwnedMutexGuard<()>>,
+        ),
+        sqlx::Error,
+    > {
+        match self.backend {
+            Backend::Sqlite => {
+                let gate = Arc::clone(&self.write_gate).lock_owned().await;
+                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok((tx, Some(gate)))
+            }
+            Backend::Postgres => Ok((self.pool.begin().await?, None)),
+        }
     }
 
     fn count_query(&self) {

@@ -216,7 +216,7 @@ impl Store {
             return Ok(());
         }
         self.count_query();
-        let mut tx = self.pool().begin().await?;
+        let (mut tx, _turn) = self.begin_write().await?;
         for record in records {
             self.count_query();
             write_record(&mut tx, record).await?;
@@ -232,7 +232,7 @@ impl Store {
         let id = super::call_id_for_sid(&hook.call_sid);
         self.queries
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
-        let mut tx = self.pool().begin().await?;
+        let (mut tx, _turn) = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO webhook_events (kind, dedupe_key, call_sid, payload, received_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",

@@ -384,8 +384,11 @@ async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
         .local_addr()
         .unwrap()
         .port();
+    let dir = crate::helpers::TempDir::new("sigterm");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
         .args(["serve", "--bind", "127.0.0.1", "--drain-grace-secs", "20"])
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", dir.0.join("caly.db").display()))
         .arg("--port")
         .arg(port.to_string())
         .arg("--pipeline")

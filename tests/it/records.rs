@@ -999,3 +999,89 @@ async fn postgres_dropping_mid_call_loses_nothing_once_it_is_back() {
     direct.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_all_succeed_without_database_is_locked() {
+    for db in test_dbs().await {
+        let store = open(&db).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..6 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                for i in 0..15 {
+                    let sid = format!("CAw{t}x{i}");
+                    store.write_batch(&seeded_call(&sid, now_ms(), 300)).await?;
+                    let hook = caly::store::Webhook {
+                        kind: Some(caly::store::WebhookKind::Status),
+                        call_sid: sid.clone(),
+                        dedupe_key: format!("status:{sid}:terminal"),
+                        payload: "{}".into(),
+                        status: Some("completed".into()),
+                        terminal: true,
+                        received_ms: now_ms(),
+                        ..Default::default()
+                    };
+                    store.apply_webhook(&hook).await?;
+                }
+                Ok::<_, caly::store::StoreError>(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap_or_else(|e| panic!("{}: {e}", db.label));
+        }
+        assert_eq!(store.count_rows("calls").await.unwrap(), 90);
+        assert_eq!(
+            store.count_rows("transcript_segments").await.unwrap(),
+            90 * 300
+        );
+        assert_eq!(store.count_rows("webhook_events").await.unwrap(), 90);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caly_apikey_create_prints_a_key_that_the_server_accepts() {
+    let db = sqlite_db();
+    let caly = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
+            .args(args)
+            .arg("--database-url")
+            .arg(&db.url)
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let out = caly(&["migrate"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = caly(&["apikey", "create", "--name", "grafana", "--scope", "read"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(key.starts_with("caly_"), "{stdout}");
+    let url = db.url.clone();
+    let app = spawn_app(&tone_bot(400), |a| a.database_url = url).await;
+    let http = Http::new(app.addr);
+    assert_eq!(http.get("/v1/calls", Some(&key)).await.0, 200);
+    let out = caly(&["apikey", "create", "--name", "x", "--scope", "root"]);
+    assert!(!out.status.success());
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
+        .args(["migrate", "--database-url", "mysql://root:hunter2@db/x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("sqlite://") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}
