@@ -8,6 +8,7 @@ pub mod format; // what an edge carries (formats, caps) and sample/duration arit
 pub mod frame; // Frame (what moves on an edge), Event, Control (the out-of-band lane)
 pub mod graph; // Graph::compile: inputs, cycles, formats per edge, fusion into tasks, rings
 pub mod intent; // caller transcripts → intent, confidence and entities (Hindi, Hinglish, English)
+pub mod logging; // log format (JSON or text) and the one place phone numbers and transcripts are redacted
 pub mod metrics; // the server's counters, rendered at /metrics
 pub mod pipeline; // Pipeline: one running call (tasks, supervisor, bus, control lane)
 pub mod registry; // StageKind, Registry, and the compliance tests every kind gets

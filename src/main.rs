@@ -168,12 +168,7 @@ enum GraphFormat {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    caly::logging::init(caly::logging::LogFormat::from_env());
 }
 
 #[tokio::main]

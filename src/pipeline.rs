@@ -575,17 +575,27 @@ impl Pipeline {
         let bus = options.bus.clone().unwrap_or_default();
         let mut parts = Parts::build(&graph, &bus, &options)?;
         let mut set = JoinSet::new();
-        let span = tracing::info_span!(
-            "call",
-            call = options.call_id.as_deref().unwrap_or("-"),
-            pipeline = %graph.name
-        );
+        // Inside a call's span (the transport's), the tasks log in it; otherwise (replay,
+        // tests) they get one of their own.
+        let current = tracing::Span::current();
+        let span = if current.metadata().is_some_and(|m| m.name() == "call") {
+            current
+        } else {
+            tracing::info_span!(
+                "call",
+                call = options.call_id.as_deref().unwrap_or("-"),
+                pipeline = %graph.name
+            )
+        };
         for group in parts.groups.drain(..) {
             let fut = run_group(group);
             set.spawn(tracing::Instrument::instrument(fut, span.clone()));
         }
         let (done_tx, done) = watch::channel(None);
-        let supervisor = tokio::spawn(supervise(set, bus.clone(), done_tx));
+        let supervisor = tokio::spawn(tracing::Instrument::instrument(
+            supervise(set, bus.clone(), done_tx),
+            span,
+        ));
         Ok(Pipeline {
             graph,
             bus,

@@ -133,13 +133,23 @@ async fn get_stream(
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let report = run_session(socket, rate, &config).await;
-                drop(permit);
-                if let Some(log) = config.reports.as_ref() {
-                    let _ = log.try_send(report);
-                }
-            })
+            // Everything the call does logs inside this span; `start` fills in the ids.
+            let span = tracing::info_span!(
+                "call",
+                call_sid = tracing::field::Empty,
+                stream_sid = tracing::field::Empty,
+                rate
+            );
+            tracker.track_future(tracing::Instrument::instrument(
+                async move {
+                    let report = run_session(socket, rate, &config).await;
+                    drop(permit);
+                    if let Some(log) = config.reports.as_ref() {
+                        let _ = log.try_send(report);
+                    }
+                },
+                span,
+            ))
         })
 }
 

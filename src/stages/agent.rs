@@ -213,14 +213,14 @@ impl Agent {
             });
         }
         let orchestrator = Arc::clone(&self.orchestrator);
-        runs.spawn(async move {
+        runs.spawn(tracing::Instrument::in_current_span(async move {
             let outcome = orchestrator.run(agent, args).await;
             Done {
                 agent,
                 reply,
                 outcome,
             }
-        });
+        }));
         None
     }
 

@@ -244,6 +244,7 @@ impl CallLog {
         let at_ms = crate::store::now_ms();
         let record = match kind {
             BusKind::Text(chunk) if chunk.is_final && !chunk.text.trim().is_empty() => {
+                tracing::debug!(speaker = ?chunk.speaker, text = %chunk.text, "Transcript.");
                 self.segments += 1;
                 Record::Segment {
                     call_id: self.id.clone(),
@@ -265,6 +266,12 @@ impl CallLog {
                 accepted,
                 ..
             }) => {
+                tracing::info!(
+                    intent = intent.name(),
+                    confidence = f64::from(*confidence),
+                    accepted = *accepted,
+                    "Intent."
+                );
                 self.intents += 1;
                 Record::Intent {
                     call_id: self.id.clone(),
@@ -282,15 +289,18 @@ impl CallLog {
                 key,
                 status,
                 detail,
-            }) => Record::Action {
-                call_id: self.id.clone(),
-                action: action.clone(),
-                order: order.clone(),
-                key: key.clone(),
-                status: status.clone(),
-                detail: detail.clone(),
-                at_ms,
-            },
+            }) => {
+                tracing::info!(action = %action, status = %status, order = order.as_deref().unwrap_or("-"), "Agent action.");
+                Record::Action {
+                    call_id: self.id.clone(),
+                    action: action.clone(),
+                    order: order.clone(),
+                    key: key.clone(),
+                    status: status.clone(),
+                    detail: detail.clone(),
+                    at_ms,
+                }
+            }
             BusKind::Latency(turn) => {
                 self.turns += 1;
                 Record::Turn {
@@ -626,7 +636,18 @@ where
                 "Exotel's start names another rate; the URL's rate is used."
             );
         }
-        tracing::info!(call = %call_id, stream = %stream_sid, rate = self.rate, "Call started.");
+        let span = tracing::Span::current();
+        span.record("call_sid", start.call_sid.as_deref().unwrap_or("-"));
+        span.record("stream_sid", stream_sid.as_str());
+        // The number is logged whole on purpose: the log formatter masks it (`logging`).
+        tracing::info!(
+            call = %call_id,
+            stream = %stream_sid,
+            rate = self.rate,
+            from = start.from.as_deref().unwrap_or("-"),
+            pipeline = %graph.name,
+            "Call started."
+        );
         if let Some(recorder) = &self.config.recorder {
             let id = start
                 .call_sid

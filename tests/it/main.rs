@@ -10,6 +10,7 @@ mod exotel;
 mod helpers;
 mod isolation;
 mod leak;
+mod observability;
 mod pipelines;
 mod realtime;
 mod records;

@@ -1,0 +1,137 @@
+//! What operators see: the real binary's logs during a full simulated call (JSON, masked
+//! numbers, no transcript text at INFO, the call's ids on its lines).
+
+use std::time::Duration;
+
+use caly::simulate::{ExotelClient, ServerMessage};
+use caly::testing::{read_wav_mono, within};
+
+use crate::helpers::{TempDir, repo};
+
+/// Runs `caly serve` (default pipeline, Realtime simulator) with `RUST_LOG=level`, makes one
+/// call from +919800000000, stops the server, and returns its stderr and the call's recorded
+/// transcript lines.
+async fn one_call_logged(level: &str) -> (String, Vec<String>) {
+    let dir = TempDir::new("logs");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = format!("sqlite://{}", dir.0.join("caly.db").display());
+    let log_path = dir.0.join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
+        .args(["serve", "--bind", "127.0.0.1", "--drain-grace-secs", "5"])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--pipeline")
+        .arg(repo("pipelines/default.toml"))
+        .arg("--database-url")
+        .arg(&db)
+        .env("RUST_LOG", level)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("CALY_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    within(Duration::from_secs(30), "the server to come up", async {
+        while caly::simulate::http_get(&addr, "/healthz").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let url = format!("ws://{addr}/v1/exotel/stream?sample-rate=8000");
+    let mut c = ExotelClient::connect(&url, None).await.unwrap();
+    c.start("MZlog", "CAlog", 8000).await.unwrap();
+    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    for chunk in pcm[..36_000].chunks(160) {
+        c.media(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    let mut chunks = 0;
+    within(Duration::from_secs(20), "bot audio", async {
+        while chunks < 6 {
+            match c.recv().await {
+                Some(ServerMessage::Media(_)) => chunks += 1,
+                Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = within(
+        Duration::from_secs(30),
+        "the server to exit",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let store = caly::store::Store::connect(&db).await.unwrap();
+    let detail = store
+        .call_detail("CAlog")
+        .await
+        .unwrap()
+        .expect("the call was recorded");
+    store.close().await;
+    let lines = detail
+        .transcript
+        .iter()
+        .map(|s| s.text.clone())
+        .filter(|t| t.len() >= 8)
+        .collect();
+    (logs, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_call_logs_json_with_masked_numbers_and_no_transcript_at_info() {
+    let (logs, transcript) = one_call_logged("info").await;
+    assert!(
+        !transcript.is_empty(),
+        "the call must have a transcript to look for"
+    );
+    let mut call_lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+        if v["span"]["call_sid"] == "CAlog" {
+            call_lines += 1;
+        }
+    }
+    assert!(call_lines >= 2, "the call's lines carry its span:\n{logs}");
+    assert!(!logs.contains("9800000000"), "an unmasked number:\n{logs}");
+    assert!(
+        logs.contains("\"from\":\"+********0000\""),
+        "the caller, masked, on `Call started.`:\n{logs}"
+    );
+    for text in &transcript {
+        assert!(
+            !logs.contains(text.as_str()),
+            "transcript at INFO: {text}\n{logs}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_debug_the_transcript_is_visible_and_numbers_are_still_masked() {
+    // The INFO test above would pass vacuously if transcripts never reached the log at all.
+    let (logs, transcript) = one_call_logged("info,caly::telephony=debug").await;
+    assert!(
+        transcript.iter().any(|t| logs.contains(t.as_str())),
+        "no transcript line at DEBUG: {transcript:?}"
+    );
+    assert!(!logs.contains("9800000000"));
+}
