@@ -101,7 +101,14 @@ impl App {
             url = %crate::store::redact_url(&args.database_url),
             "Call records database ready."
         );
-        let (recorder, writer) = RecorderTask::start(db.clone(), RecorderConfig::default());
+        let mut metrics = Metrics::new();
+        let (recorder, writer) = RecorderTask::start(
+            db.clone(),
+            RecorderConfig {
+                flush_seconds: Some(metrics.store_flush_seconds.clone()),
+                ..RecorderConfig::default()
+            },
+        );
         if args.webhook_token.is_none() {
             tracing::warn!(
                 "CALY_WEBHOOK_TOKEN is not set: Exotel status and Passthru callbacks are refused."
@@ -159,9 +166,14 @@ impl App {
                 "unconfigured"
             }
         };
+        metrics.register_sources(crate::metrics::Sources {
+            shopify: services.shopify.clone(),
+            recorder: Some(recorder.clone()),
+            db: Some(db.clone()),
+        });
         let session = SessionConfig {
             graphs: Arc::new(graphs),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             idle_timeout: args.idle_timeout(),
             max_duration: args.max_call(),
             max_bot_queue: MAX_BOT_QUEUE,

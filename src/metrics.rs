@@ -5,10 +5,12 @@
 
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -50,6 +52,139 @@ pub struct Metrics {
     pub voice_to_voice_sent_seconds: Histogram,
     /// Per turn: caller stopped → first bot audio confirmed played.
     pub voice_to_voice_played_seconds: Histogram,
+    /// Frames handed to each stage, by stage name (fixed by the pipeline file).
+    pub stage_frames: Family<DynLabel, Counter>,
+    /// Per call and stage: mean seconds the stage spent on a frame (itself, not downstream).
+    pub stage_frame_seconds: Family<DynLabel, Histogram, fn() -> Histogram>,
+    /// Realtime sessions re-established after a drop, a stall or for renewal.
+    pub realtime_reconnects: Counter,
+    /// Errors the Realtime model reported, by kind (`fatal` ends the call, `recoverable`).
+    pub realtime_errors: Family<Label, Counter>,
+    /// Seconds one write-behind batch took to commit.
+    pub store_flush_seconds: Histogram,
+    /// Exotel webhooks, by kind and outcome (`applied`, `duplicate`, `refused`, `bad`,
+    /// `unavailable`).
+    pub webhooks: Family<[(&'static str, &'static str); 2], Counter>,
+}
+
+fn stage_histogram() -> Histogram {
+    // 0.5 µs … ~4 ms per frame.
+    Histogram::new(exponential_buckets(0.000_000_5, 2.0, 14))
+}
+
+/// Values that live in other parts of the server (the Shopify client, the recorder, the
+/// database pool), read at each scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The Shopify client, if configured.
+    pub shopify: Option<std::sync::Arc<crate::shopify::Shopify>>,
+    /// The call-records queue.
+    pub recorder: Option<crate::store::Recorder>,
+    /// The call-records database.
+    pub db: Option<crate::store::Store>,
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        fn counter(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            help: &str,
+            value: u64,
+        ) -> Result<(), std::fmt::Error> {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        }
+        fn gauge(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            help: &str,
+            value: i64,
+        ) -> Result<(), std::fmt::Error> {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        }
+        if let Some(shop) = &self.shopify {
+            let s = &shop.stats;
+            let e = &mut encoder;
+            counter(
+                e,
+                "shopify_requests",
+                "HTTP requests sent to Shopify",
+                s.requests.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "shopify_retries",
+                "Shopify requests retried",
+                s.retries.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "shopify_throttled",
+                "Times Shopify throttled (THROTTLED or 429)",
+                s.throttled.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "shopify_short_circuited",
+                "Operations refused by the open circuit breaker",
+                s.short_circuited.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "shopify_failed",
+                "Shopify operations that ended in an error",
+                s.failed.load(Relaxed),
+            )?;
+        }
+        if let Some(rec) = &self.recorder {
+            let s = rec.stats();
+            let e = &mut encoder;
+            gauge(
+                e,
+                "store_queue_depth",
+                "Call records waiting to be written",
+                rec.queued() as i64,
+            )?;
+            counter(
+                e,
+                "store_records_written",
+                "Call records written",
+                s.written.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "store_records_dropped",
+                "Call records dropped: the queue was full",
+                s.dropped.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "store_write_failures",
+                "Batches that failed to write (and were retried)",
+                s.failures.load(Relaxed),
+            )?;
+        }
+        if let Some(db) = &self.db {
+            let (size, idle) = db.pool_usage();
+            let e = &mut encoder;
+            gauge(
+                e,
+                "db_pool_connections",
+                "Database connections open",
+                i64::from(size),
+            )?;
+            gauge(
+                e,
+                "db_pool_idle",
+                "Database connections open and idle",
+                idle as i64,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Bucket bounds for Caly's own share of a turn: fine around the 5 ms budget.
@@ -148,8 +283,52 @@ impl Metrics {
             "Per turn: caller stopped to first bot audio confirmed played",
             voice_to_voice_played_seconds.clone(),
         );
+        let stage_frames = Family::<DynLabel, Counter>::default();
+        registry.register(
+            "stage_frames",
+            "Frames handed to each stage",
+            stage_frames.clone(),
+        );
+        let stage_frame_seconds =
+            Family::<DynLabel, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram);
+        registry.register(
+            "stage_frame_seconds",
+            "Per call and stage: mean time the stage spent on a frame",
+            stage_frame_seconds.clone(),
+        );
+        let realtime_reconnects = Counter::default();
+        registry.register(
+            "realtime_reconnects",
+            "Realtime sessions re-established",
+            realtime_reconnects.clone(),
+        );
+        let realtime_errors = Family::<Label, Counter>::default();
+        registry.register(
+            "realtime_errors",
+            "Errors reported by the Realtime model, by kind",
+            realtime_errors.clone(),
+        );
+        // 0.1 ms … ~3 s.
+        let store_flush_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "store_flush_seconds",
+            "Time to commit one batch of call records",
+            store_flush_seconds.clone(),
+        );
+        let webhooks = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        registry.register(
+            "webhooks",
+            "Exotel webhooks by kind and outcome",
+            webhooks.clone(),
+        );
         Metrics {
             registry,
+            stage_frames,
+            stage_frame_seconds,
+            realtime_reconnects,
+            realtime_errors,
+            store_flush_seconds,
+            webhooks,
             turn_engine_seconds,
             turn_model_seconds,
             voice_to_voice_sent_seconds,
@@ -177,6 +356,11 @@ impl Metrics {
         family.get(&[(key, value)]).map_or(0, |c| c.get())
     }
 
+    /// Adds the values read at each scrape from other parts of the server.
+    pub fn register_sources(&mut self, sources: Sources) {
+        self.registry.register_collector(Box::new(sources));
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -184,5 +368,38 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod sources_tests {
+    use super::*;
+
+    #[test]
+    fn shopify_and_store_values_are_read_at_each_scrape() {
+        let shop = crate::shopify::Shopify::new(crate::shopify::ShopifyConfig::new(
+            "http://127.0.0.1:9/graphql",
+            "token",
+        ))
+        .unwrap();
+        let mut m = Metrics::new();
+        m.register_sources(Sources {
+            shopify: Some(std::sync::Arc::clone(&shop)),
+            ..Default::default()
+        });
+        assert!(m.render().contains("caly_shopify_throttled_total 0"));
+        shop.stats
+            .throttled
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("caly_shopify_throttled_total 3"), "{text}");
+        assert!(
+            text.contains("# TYPE caly_shopify_requests counter"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("caly_store_queue_depth"),
+            "no recorder, no store metrics"
+        );
     }
 }

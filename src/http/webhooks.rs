@@ -265,12 +265,38 @@ async fn handle(
     headers: &HeaderMap,
     body: Option<Result<Bytes, BytesRejection>>,
 ) -> Result<Json<Value>, ApiError> {
+    let result = apply(&state, kind, query, headers, body).await;
+    let outcome = match &result {
+        Ok(json) => match json.0["status"].as_str() {
+            Some("duplicate") => "duplicate",
+            _ => "applied",
+        },
+        Err(e) if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        Err(e) if e.status.as_u16() == 401 || e.status.as_u16() == 403 => "refused",
+        Err(_) => "bad",
+    };
+    state
+        .session
+        .metrics
+        .webhooks
+        .get_or_create(&[("kind", kind.label()), ("outcome", outcome)])
+        .inc();
+    result
+}
+
+async fn apply(
+    state: &AppState,
+    kind: WebhookKind,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Option<Result<Bytes, BytesRejection>>,
+) -> Result<Json<Value>, ApiError> {
     let mut fields = Fields::default();
     if let Some(q) = query.as_deref() {
         fields.add_form(q.as_bytes())?;
     }
     let token = fields.remove_token();
-    check_token(&state, token.as_deref())?;
+    check_token(state, token.as_deref())?;
     if let Some(body) = body {
         let body = body.map_err(|_| ApiError::too_large(MAX_BODY))?;
         let is_json = headers

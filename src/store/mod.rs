@@ -66,7 +66,7 @@ pub enum StoreError {
 }
 
 /// The call-records database.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,

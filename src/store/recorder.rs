@@ -29,6 +29,8 @@ pub struct RecorderConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Where each successful flush's duration is observed (`caly_store_flush_seconds`).
+    pub flush_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Default for RecorderConfig {
@@ -39,6 +41,7 @@ impl Default for RecorderConfig {
             max_delay: Duration::from_secs(1),
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
+            flush_seconds: None,
         }
     }
 }
@@ -61,7 +64,7 @@ pub struct RecorderStats {
 }
 
 /// The sending side: cheap to clone, one per session config.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Recorder {
     tx: mpsc::Sender<Record>,
     stats: Arc<RecorderStats>,
@@ -231,9 +234,13 @@ impl Writer {
                     self.batch.clear();
                     self.stats.written.fetch_add(n, Ordering::Relaxed);
                     self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    let took = started.elapsed();
                     self.stats
                         .last_flush_us
-                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        .store(took.as_micros() as u64, Ordering::Relaxed);
+                    if let Some(h) = &self.config.flush_seconds {
+                        h.observe(took.as_secs_f64());
+                    }
                     if self.stats.failing.swap(false, Ordering::Relaxed) {
                         tracing::info!(
                             records = n,

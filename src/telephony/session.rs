@@ -610,7 +610,9 @@ where
             .into();
         let options = PipelineOptions {
             call_id: Some(Arc::clone(&call_id)),
-            profile: false,
+            // Per-stage time, for `caly_stage_frame_seconds`: two clock reads per stage per
+            // frame.
+            profile: true,
             bus: Some(bus),
             services: Some(Arc::clone(&self.config.services)),
             caller: start.from.clone(),
@@ -718,6 +720,19 @@ where
                 if self.ledger.caller_stopped.is_some() && self.ledger.model_audio.is_none() {
                     self.ledger.model_audio = Some(event.at);
                 }
+                None
+            }
+            BusKind::Event(Event::ModelReconnected { .. }) => {
+                self.config.metrics.realtime_reconnects.inc();
+                None
+            }
+            BusKind::Event(Event::ModelError { code, .. }) => {
+                let kind = if code == "fatal" {
+                    "fatal"
+                } else {
+                    "recoverable"
+                };
+                Metrics::count(&self.config.metrics.realtime_errors, "kind", kind);
                 None
             }
             BusKind::Failed { .. } => Some(CallEnd::PipelineFailed),
@@ -859,6 +874,19 @@ where
             } = call;
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, source.close()).await;
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, pipeline.finished()).await;
+            for (stage, counts) in pipeline.stats().stages {
+                if counts.frames_in == 0 {
+                    continue;
+                }
+                let label = [("stage", stage.to_string())];
+                let m = &self.config.metrics;
+                m.stage_frames
+                    .get_or_create(&label)
+                    .inc_by(counts.frames_in);
+                m.stage_frame_seconds
+                    .get_or_create(&label)
+                    .observe(counts.busy_ns as f64 / counts.frames_in as f64 / 1e9);
+            }
             for (ring, dropped) in pipeline.audio_dropped() {
                 if !dropped.is_zero() {
                     self.config

@@ -135,3 +135,101 @@ async fn at_debug_the_transcript_is_visible_and_numbers_are_still_masked() {
     );
     assert!(!logs.contains("9800000000"));
 }
+
+/// Parses a `/metrics` answer with a Prometheus text parser; panics if it does not parse.
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// The sum of every sample of `name` whose labels include `labels`.
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_move_during_a_call() {
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let mut app = crate::helpers::spawn_app(&pipeline, |_| {}).await;
+    if app.state.realtime != "simulator" {
+        eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
+        return;
+    }
+    let addr = app.addr.to_string();
+    let before = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
+    let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
+        .await
+        .unwrap();
+    c.start("MZmetrics", "CAmetrics", 8000).await.unwrap();
+    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    for chunk in pcm[..36_000].chunks(160) {
+        c.media(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    // Mid-call: one call active.
+    let during = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
+    assert_eq!(value(&during, "caly_calls_active", &[]), 1.0);
+    let mut chunks = 0;
+    within(Duration::from_secs(20), "bot audio", async {
+        while chunks < 6 {
+            match c.recv().await {
+                Some(ServerMessage::Media(_)) => chunks += 1,
+                Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.stop().await.unwrap();
+    app.report().await;
+    // The call's records are written within a second of its end.
+    let after = within(
+        Duration::from_secs(10),
+        "the records to be written",
+        async {
+            loop {
+                let s = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
+                if value(&s, "caly_store_queue_depth", &[]) == 0.0
+                    && value(&s, "caly_store_records_written_total", &[]) > 0.0
+                {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    assert_eq!(value(&after, "caly_calls_active", &[]), 0.0);
+    assert_eq!(
+        moved("caly_calls_ended_total", &[("outcome", "hangup")]),
+        1.0
+    );
+    assert_eq!(moved("caly_media_in_total", &[]), 225.0);
+    assert!(moved("caly_media_out_total", &[]) >= 6.0);
+    assert_eq!(
+        moved("caly_voice_to_voice_sent_seconds", &[]),
+        1.0,
+        "one turn observed"
+    );
+    assert!(moved("caly_stage_frames_total", &[("stage", "decode")]) >= 225.0);
+    assert!(moved("caly_stage_frame_seconds", &[("stage", "vad")]) >= 1.0);
+    assert!(moved("caly_store_records_written_total", &[]) >= 4.0);
+    assert!(value(&after, "caly_store_flush_seconds", &[]) >= 1.0);
+    assert!(value(&after, "caly_db_pool_connections", &[]) >= 1.0);
+    assert_eq!(value(&after, "caly_store_records_dropped_total", &[]), 0.0);
+}
