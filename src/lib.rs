@@ -6,6 +6,7 @@ pub mod backoff; // exponential backoff with jitter, for every retry loop
 pub mod codec; // G.711 tables and Opus (pure-Rust by default, system libopus behind `libopus`)
 pub mod format; // what an edge carries (formats, caps) and sample/duration arithmetic
 pub mod frame; // Frame (what moves on an edge), Event, Control (the out-of-band lane)
+pub mod fuzzing; // entry points of the fuzz targets (fuzz/) and their regression test
 pub mod graph; // Graph::compile: inputs, cycles, formats per edge, fusion into tasks, rings
 pub mod intent; // caller transcripts → intent, confidence and entities (Hindi, Hinglish, English)
 pub mod logging; // log format (JSON or text) and the one place phone numbers and transcripts are redacted

@@ -251,7 +251,7 @@ fn check_token(state: &AppState, given: Option<&str>) -> Result<(), ApiError> {
     // Hashing first makes the comparison independent of the lengths too.
     let a = Sha256::digest(expected.as_bytes());
     let b = Sha256::digest(given.as_bytes());
-    if bool::from(a.as_slice().ct_eq(b.as_slice())) {
+    if bool::from(a[..].ct_eq(&b[..])) {
         Ok(())
     } else {
         Err(ApiError::forbidden("The webhook token is wrong."))

@@ -1,6 +1,7 @@
-//! 2,000 sequential short calls through one server leave its task count and heap where they
-//! started (measured: tokio's alive-task count of the runtime, and the heap this runtime's
-//! threads hold according to the counting allocator).
+//! The soak: 10,000 sequential short calls, then 500 at once, through one server (call records
+//! on) leave its task count and heap where they started (measured: tokio's alive-task count of
+//! the runtime, and the heap allocated by this runtime's threads and not yet freed, according
+//! to the counting allocator), with the heap's slope per call reported.
 
 use std::time::{Duration, Instant};
 
@@ -39,8 +40,49 @@ async fn settle(app: &TestApp) {
     .await;
 }
 
+/// Calls in the sequential phase (`CALY_SOAK_CALLS`, default 10,000).
+fn soak_calls() -> usize {
+    std::env::var("CALY_SOAK_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+async fn wait_for_baseline(metrics: &tokio::runtime::RuntimeMetrics, tasks: usize) -> usize {
+    within(
+        Duration::from_secs(10),
+        "tasks to return to baseline",
+        async {
+            loop {
+                let n = metrics.num_alive_tasks();
+                if n <= tasks {
+                    return n;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await
+}
+
+/// The soak: 10,000 sequential calls (heap sampled every 1,000 for the slope), then 500 at
+/// once, through one server with call records on; afterwards the runtime's tasks and the heap
+/// its threads allocated are back at the baseline.
 #[test]
-fn two_thousand_sequential_calls_leave_tasks_and_heap_at_baseline() {
+fn soak_sequential_and_concurrent_calls_leave_tasks_and_heap_at_baseline() {
     track_this_thread();
     let rt = tracked_runtime();
     let metrics = rt.metrics();
@@ -55,37 +97,97 @@ fn two_thousand_sequential_calls_leave_tasks_and_heap_at_baseline() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let tasks_before = metrics.num_alive_tasks();
         let heap_before = tracked_heap_bytes();
+        let n = soak_calls();
+        let mut points = vec![(0.0, 0.0)];
         let started = Instant::now();
-        for i in 0..2000 {
+        for i in 0..n {
             short_call(&mut app, 1000 + i, &url, &silence).await;
+            if (i + 1) % 1000 == 0 {
+                settle(&app).await;
+                let growth = (tracked_heap_bytes() - heap_before) as f64;
+                points.push(((i + 1) as f64, growth));
+            }
         }
         let took = started.elapsed();
         settle(&app).await;
-        let tasks_after = within(Duration::from_secs(5), "tasks to return to baseline", async {
-            loop {
-                let n = metrics.num_alive_tasks();
-                if n <= tasks_before {
-                    return n;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        let heap_after = tracked_heap_bytes();
-        let growth = heap_after - heap_before;
+        let tasks_after = wait_for_baseline(&metrics, tasks_before).await;
+        let growth = tracked_heap_bytes() - heap_before;
+        let per_call = slope(&points);
         println!(
-            "2000 calls in {:.1} s; alive tasks {tasks_before} -> {tasks_after}; heap {:.1} KiB -> {:.1} KiB ({:+} bytes)",
+            "soak: {n} sequential calls in {:.1} s; alive tasks {tasks_before} -> {tasks_after}; \
+             heap {:+} bytes; slope {per_call:+.3} bytes/call over {} samples",
             took.as_secs_f64(),
-            heap_before as f64 / 1024.0,
-            heap_after as f64 / 1024.0,
-            growth
+            growth,
+            points.len()
         );
         assert!(tasks_after <= tasks_before);
-        // Not one call's worth (≈200 KiB) is left behind, let alone 2,000.
-        assert!(growth < 64 * 1024, "heap grew by {growth} bytes over 2000 calls");
+        // Not one call's worth (≈200 KiB) is left behind, and nothing grows per call.
+        assert!(
+            growth < 64 * 1024,
+            "heap grew by {growth} bytes over {n} calls"
+        );
+        assert!(per_call < 8.0, "heap grows {per_call} bytes per call");
+
+        // 500 at once, four times. A burst leaves some capacity behind (the runtime's task
+        // slab, the recorder's batch, pools), 50–130 KiB here, which the next burst reuses;
+        // a leak of even 100 bytes per call would add 50 KiB per burst and break the bound.
+        let mut after_burst = Vec::new();
+        for burst in 0..4 {
+            let started = Instant::now();
+            let mut clients = tokio::task::JoinSet::new();
+            for i in 0..500 {
+                let (url, silence) = (url.clone(), silence.clone());
+                clients.spawn(async move {
+                    let mut c = ExotelClient::connect(&url, None).await.unwrap();
+                    c.start(
+                        &format!("MZburst{burst}x{i}"),
+                        &format!("CAburst{burst}x{i}"),
+                        8000,
+                    )
+                    .await
+                    .unwrap();
+                    for _ in 0..3 {
+                        c.media(&silence).await.unwrap();
+                    }
+                    c.stop().await.unwrap();
+                    while let Some(m) = c.recv().await {
+                        if matches!(m, ServerMessage::Close(_)) {
+                            break;
+                        }
+                    }
+                });
+            }
+            let mut peak_tasks = 0;
+            while let Some(r) = clients.join_next().await {
+                peak_tasks = peak_tasks.max(metrics.num_alive_tasks());
+                r.unwrap();
+            }
+            for _ in 0..500 {
+                assert_eq!(app.report().await.media_in, 3);
+            }
+            settle(&app).await;
+            let took = started.elapsed();
+            let tasks_after = wait_for_baseline(&metrics, tasks_before).await;
+            let growth = tracked_heap_bytes() - heap_before;
+            println!(
+                "soak: 500 concurrent calls in {:.1} s; alive tasks peaked at {peak_tasks}, back \
+                 to {tasks_after}; heap vs baseline {growth:+} bytes",
+                took.as_secs_f64()
+            );
+            assert!(tasks_after <= tasks_before);
+            after_burst.push(growth);
+        }
+        assert!(
+            after_burst.iter().all(|g| *g < 256 * 1024),
+            "heap after each burst of 500 vs baseline: {after_burst:?}"
+        );
         assert_eq!(
-            caly::metrics::Metrics::get(&app.state.session.metrics.calls_ended, "outcome", "hangup"),
-            2050
+            caly::metrics::Metrics::get(
+                &app.state.session.metrics.calls_ended,
+                "outcome",
+                "hangup"
+            ),
+            (50 + n + 2000) as u64
         );
     });
 }

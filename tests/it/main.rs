@@ -7,6 +7,7 @@ mod agents;
 mod alloc;
 mod backpressure;
 mod exotel;
+mod fuzz_inputs;
 mod helpers;
 mod isolation;
 mod leak;
