@@ -73,8 +73,17 @@ pub struct App {
 }
 
 impl App {
-    /// Compiles the pipeline and binds the listener.
+    /// Compiles the pipeline and binds the listener; outside services from the environment.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
+        App::build_with(args, crate::stage::Services::from_env()).await
+    }
+
+    /// As [`App::build`], with the outside services given (tests point them at fakes). With
+    /// no Realtime API key the built-in simulator is started, as in production.
+    pub async fn build_with(
+        args: &ServeArgs,
+        services: crate::stage::Services,
+    ) -> anyhow::Result<App> {
         let registry = Registry::with_builtin();
         let graph = graph::load(&args.pipeline, &registry, &CompileOptions::default())
             .with_context(|| format!("pipeline {} does not compile", args.pipeline.display()))?;
@@ -129,7 +138,7 @@ impl App {
             rates = ?graphs.rates(),
             "Pipeline compiled."
         );
-        let mut services = crate::stage::Services::from_env();
+        let mut services = services;
         let uses_realtime = graph.nodes().iter().any(|n| n.kind.name == "realtime");
         let (realtime, simulator) = if !uses_realtime {
             ("unused", None)

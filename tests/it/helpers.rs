@@ -83,6 +83,15 @@ pub async fn spawn_app(
     pipeline: &str,
     tweak: impl FnOnce(&mut caly::settings::ServeArgs),
 ) -> TestApp {
+    spawn_app_with(pipeline, tweak, caly::stage::Services::from_env()).await
+}
+
+/// As [`spawn_app`], with the outside services given.
+pub async fn spawn_app_with(
+    pipeline: &str,
+    tweak: impl FnOnce(&mut caly::settings::ServeArgs),
+    services: caly::stage::Services,
+) -> TestApp {
     init();
     let dir = TempDir::new("app");
     let path = dir.0.join("pipeline.toml");
@@ -90,7 +99,7 @@ pub async fn spawn_app(
     let mut args = caly::settings::ServeArgs::local(path);
     args.database_url = format!("sqlite://{}", dir.0.join("caly.db").display());
     tweak(&mut args);
-    let mut app = caly::app::App::build(&args).await.unwrap();
+    let mut app = caly::app::App::build_with(&args, services).await.unwrap();
     let reports = app.reports(10_000);
     let addr = app.local_addr().unwrap();
     let state = app.state().clone();

@@ -7,6 +7,7 @@ mod agents;
 mod alloc;
 mod backpressure;
 mod exotel;
+mod faults;
 mod fuzz_inputs;
 mod helpers;
 mod isolation;
