@@ -129,7 +129,9 @@ async fn get_stream(
         );
     };
     let config = state.session.clone();
-    let tracker = state.calls.clone();
+    // The call counts as in progress from here, not from when the upgrade completes: a
+    // shutdown that begins in between still waits for it.
+    let in_progress = state.calls.token();
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| {
@@ -140,16 +142,17 @@ async fn get_stream(
                 stream_sid = tracing::field::Empty,
                 rate
             );
-            tracker.track_future(tracing::Instrument::instrument(
+            tracing::Instrument::instrument(
                 async move {
                     let report = run_session(socket, rate, &config).await;
                     drop(permit);
                     if let Some(log) = config.reports.as_ref() {
                         let _ = log.try_send(report);
                     }
+                    drop(in_progress);
                 },
                 span,
-            ))
+            )
         })
 }
 
