@@ -10,9 +10,11 @@ port="${LOAD_PORT:-18181}"
 cargo build --release -q
 bin="${CARGO_TARGET_DIR:-target}/release/caly"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-RUST_LOG=warn "$bin" serve --pipeline "${LOAD_PIPELINE:-pipelines/tone_bot.toml}" --bind 127.0.0.1 --port "$port" --max-calls 5000 &
+dir="$(mktemp -d)"
+RUST_LOG=warn "$bin" serve --pipeline "${LOAD_PIPELINE:-pipelines/tone_bot.toml}" --bind 127.0.0.1 --port "$port" --max-calls 5000 \
+  --database-url "sqlite://$dir/caly.db" &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do
   if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then break; fi
   sleep 0.1

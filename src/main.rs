@@ -139,6 +139,10 @@ struct SimulateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Soak: first make this many calls one after another, sampling the server's memory and
+    /// tasks (from its /metrics) with it idle, then the `--calls` concurrent ones.
+    #[arg(long, default_value_t = 0)]
+    sequential: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +295,31 @@ async fn simulate(args: SimulateArgs) -> ExitCode {
         server_pid: args.server_pid,
         auth: args.auth,
     };
+    if args.sequential > 0 {
+        return match caly::simulate::soak(options, args.sequential).await {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", report.render());
+                }
+                let failed =
+                    report.sequential_failed + report.concurrent.as_ref().map_or(0, |c| c.failed);
+                if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match caly::simulate::run(options).await {
         Ok(report) => {
             if args.json {

@@ -67,6 +67,14 @@ pub struct Metrics {
     pub webhooks: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
+/// `VmRSS` of this process in bytes (Linux); `None` elsewhere.
+pub fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn stage_histogram() -> Histogram {
     // 0.5 µs … ~4 ms per frame.
     Histogram::new(exponential_buckets(0.000_000_5, 2.0, 14))
@@ -165,6 +173,24 @@ impl Collector for Sources {
                 "store_write_failures",
                 "Batches that failed to write (and were retried)",
                 s.failures.load(Relaxed),
+            )?;
+        }
+        let e = &mut encoder;
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                e,
+                "process_resident_memory_bytes",
+                "Resident memory of the process",
+                rss,
+            )?;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let tasks = rt.metrics().num_alive_tasks() as i64;
+            gauge(
+                e,
+                "runtime_alive_tasks",
+                "Tasks alive in the server's runtime",
+                tasks,
             )?;
         }
         if let Some(db) = &self.db {

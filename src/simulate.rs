@@ -636,6 +636,142 @@ pub async fn run(options: SimulateOptions) -> Result<SimReport, ClientError> {
     Ok(report)
 }
 
+/// What a soak measured on the server (its `/metrics`: resident memory and alive tasks) before
+/// the sequential calls, while they ran, after them, and after a concurrent batch.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakReport {
+    /// Calls made one after another.
+    pub sequential: usize,
+    /// Of those, how many failed.
+    pub sequential_failed: usize,
+    /// How long they took.
+    pub sequential_secs: f64,
+    /// The concurrent batch that followed (`calls` at once), if any.
+    pub concurrent: Option<SimReport>,
+    /// (calls so far, server RSS KiB, server alive tasks), sampled with the server idle.
+    pub samples: Vec<(usize, f64, f64)>,
+    /// Least-squares slope of the server's RSS over the sequential calls, bytes per call.
+    pub rss_slope_bytes_per_call: f64,
+    /// Server RSS and tasks after the concurrent batch, with the server idle again.
+    pub after_concurrent: Option<(f64, f64)>,
+}
+
+impl SoakReport {
+    /// Human-readable summary.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let first = self.samples.first().copied().unwrap_or_default();
+        let last = self.samples.last().copied().unwrap_or_default();
+        out.push_str(&format!(
+            "sequential: {} calls in {:.1} s, {} failed\n",
+            self.sequential, self.sequential_secs, self.sequential_failed
+        ));
+        out.push_str(&format!(
+            "server RSS: {:.0} KiB at start -> {:.0} KiB after them; slope {:+.1} bytes/call over {} samples\n",
+            first.1,
+            last.1,
+            self.rss_slope_bytes_per_call,
+            self.samples.len()
+        ));
+        out.push_str(&format!(
+            "server tasks: {:.0} at start -> {:.0} after them\n",
+            first.2, last.2
+        ));
+        if let Some(c) = &self.concurrent {
+            out.push_str(&format!(
+                "concurrent: {} calls at once, {} completed, {} failed\n",
+                c.calls, c.completed, c.failed
+            ));
+        }
+        if let Some((rss, tasks)) = self.after_concurrent {
+            out.push_str(&format!(
+                "after the concurrent calls: RSS {rss:.0} KiB, tasks {tasks:.0}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Waits until the server has no call and no queued record (and its recorder's batch window
+/// has passed), then reads its RSS (KiB) and alive tasks.
+async fn idle_sample(host: &str) -> Option<(f64, f64)> {
+    for _ in 0..600 {
+        let (_, text) = http_get(host, "/metrics").await.ok()?;
+        if metric_sum(&text, "caly_calls_active") == 0.0
+            && metric_sum(&text, "caly_store_queue_depth") == 0.0
+        {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            let (_, text) = http_get(host, "/metrics").await.ok()?;
+            return Some((
+                metric_sum(&text, "caly_process_resident_memory_bytes") / 1024.0,
+                metric_sum(&text, "caly_runtime_alive_tasks"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let num: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let den: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+/// The soak: `sequential` calls one after another (the server sampled idle about 20 times),
+/// then `options.calls` at once, then the server sampled idle again.
+pub async fn soak(options: SimulateOptions, sequential: usize) -> Result<SoakReport, ClientError> {
+    let rate = rate_of(&options.url);
+    let host = host_of(&options.url)?;
+    let audio = Arc::new(generated_speech(rate));
+    let ends = speech_ends(&audio, rate);
+    // Warm up: pools, caches and the runtime's slabs reach their working size.
+    for i in 0..20 {
+        let _ = one_call(1_000_000 + i, rate, &options, &audio, &ends).await;
+    }
+    let mut report = SoakReport {
+        sequential,
+        ..SoakReport::default()
+    };
+    let every = (sequential / 20).max(1);
+    if let Some((rss, tasks)) = idle_sample(&host).await {
+        report.samples.push((0, rss, tasks));
+    }
+    let started = Instant::now();
+    for i in 0..sequential {
+        if one_call(i, rate, &options, &audio, &ends).await.is_err() {
+            report.sequential_failed += 1;
+        }
+        if (i + 1) % every == 0 || i + 1 == sequential {
+            let paused = Instant::now();
+            if let Some((rss, tasks)) = idle_sample(&host).await {
+                report.samples.push((i + 1, rss, tasks));
+            }
+            // Sampling time is not call time.
+            report.sequential_secs -= paused.elapsed().as_secs_f64();
+        }
+    }
+    report.sequential_secs += started.elapsed().as_secs_f64();
+    let points: Vec<(f64, f64)> = report
+        .samples
+        .iter()
+        .map(|(n, rss, _)| (*n as f64, rss * 1024.0))
+        .collect();
+    report.rss_slope_bytes_per_call = slope(&points);
+    if options.calls > 0 {
+        report.concurrent = Some(run(options).await?);
+        report.after_concurrent = idle_sample(&host).await;
+    }
+    Ok(report)
+}
+
 #[derive(Default)]
 struct CallResult {
     added: Vec<Duration>,
