@@ -308,7 +308,10 @@ async fn simulate(args: SimulateArgs) -> ExitCode {
                 }
                 let failed =
                     report.sequential_failed + report.concurrent.as_ref().map_or(0, |c| c.failed);
-                if failed == 0 {
+                if !report.tasks_back_to_baseline() {
+                    eprintln!("the server's tasks did not return to their baseline");
+                }
+                if failed == 0 && report.tasks_back_to_baseline() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

@@ -657,6 +657,19 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
+    /// Whether the server's alive tasks came back to where they started, after the sequential
+    /// calls and after the concurrent ones (the server idle each time).
+    pub fn tasks_back_to_baseline(&self) -> bool {
+        let Some(first) = self.samples.first() else {
+            return false;
+        };
+        let seq_ok = self.samples.last().is_some_and(|last| last.2 <= first.2);
+        let conc_ok = self
+            .after_concurrent
+            .is_none_or(|(_, tasks)| tasks <= first.2);
+        seq_ok && conc_ok
+    }
+
     /// Human-readable summary.
     pub fn render(&self) -> String {
         let mut out = String::new();
