@@ -306,7 +306,8 @@ pub async fn list_calls(
     }))
 }
 
-fn call_key(id: &str) -> Result<&str, ApiError> {
+/// An id from the path or a filter: a UUID, a CallSid or a key id (letters, digits, `-`, `_`).
+fn checked_id(id: &str) -> Result<&str, ApiError> {
     if id.is_empty()
         || id.len() > 64
         || !id
@@ -334,7 +335,7 @@ pub async fn get_call(
     authorize(&state, &headers, Scope::Read).await?;
     state
         .db
-        .call_detail(call_key(&id)?)
+        .call_detail(checked_id(&id)?)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("call"))
@@ -353,7 +354,7 @@ pub async fn get_transcript(
     authorize(&state, &headers, Scope::Read).await?;
     let call = state
         .db
-        .find_call(call_key(&id)?)
+        .find_call(checked_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("call"))?;
     let segments = state.db.transcript(&call.id).await?;
@@ -396,7 +397,7 @@ pub async fn list_actions(
     let p = query(params)?;
     let filter = ActionFilter {
         call_id: match short("call_id", p.call_id.as_deref())? {
-            Some(id) => Some(call_key(&id)?.to_owned()),
+            Some(id) => Some(checked_id(&id)?.to_owned()),
             None => None,
         },
         action: short("action", p.action.as_deref())?,
@@ -530,7 +531,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers, Scope::Admin).await?;
-    if state.db.revoke_api_key(call_key(&id)?).await? {
+    if state.db.revoke_api_key(checked_id(&id)?).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("API key"))
@@ -564,6 +565,6 @@ mod tests {
             assert!(parse_limit(Some(bad)).is_err(), "{bad}");
         }
         assert!(parse_cursor(Some("garbage")).is_err());
-        assert!(call_key("x' OR '1'='1").is_err());
+        assert!(checked_id("x' OR '1'='1").is_err());
     }
 }

@@ -230,9 +230,9 @@ impl Store {
     pub async fn apply_webhook(&self, hook: &Webhook) -> Result<WebhookOutcome, StoreError> {
         let kind = hook.kind.map_or("unknown", WebhookKind::label);
         let id = super::call_id_for_sid(&hook.call_sid);
-        self.queries
-            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        self.count_query();
         let (mut tx, _turn) = self.begin_write().await?;
+        self.count_query();
         let inserted = sqlx::query(
             "INSERT INTO webhook_events (kind, dedupe_key, call_sid, payload, received_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedupe_key) DO NOTHING",
@@ -249,6 +249,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(WebhookOutcome::Duplicate);
         }
+        self.count_query();
         let sql = format!(
             "INSERT INTO calls (id, call_sid, stream_sid, from_number, to_number, direction, status,
                  started_at, ended_at, duration_ms, conversation_s, recording_url, custom_field, updated_at)
