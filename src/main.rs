@@ -143,6 +143,9 @@ struct SimulateArgs {
     /// tasks (from its /metrics) with it idle, then the `--calls` concurrent ones.
     #[arg(long, default_value_t = 0)]
     sequential: usize,
+    /// Soak: how many times to run the `--calls` concurrent batch after the sequential calls.
+    #[arg(long, default_value_t = 1)]
+    bursts: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,7 +299,7 @@ async fn simulate(args: SimulateArgs) -> ExitCode {
         auth: args.auth,
     };
     if args.sequential > 0 {
-        return match caly::simulate::soak(options, args.sequential).await {
+        return match caly::simulate::soak(options, args.sequential, args.bursts).await {
             Ok(report) => {
                 if args.json {
                     println!(
@@ -306,8 +309,8 @@ async fn simulate(args: SimulateArgs) -> ExitCode {
                 } else {
                     print!("{}", report.render());
                 }
-                let failed =
-                    report.sequential_failed + report.concurrent.as_ref().map_or(0, |c| c.failed);
+                let failed = report.sequential_failed
+                    + report.concurrent.iter().map(|c| c.failed).sum::<usize>();
                 if !report.tasks_back_to_baseline() {
                     eprintln!("the server's tasks did not return to their baseline");
                 }

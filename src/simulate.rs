@@ -646,14 +646,14 @@ pub struct SoakReport {
     pub sequential_failed: usize,
     /// How long they took.
     pub sequential_secs: f64,
-    /// The concurrent batch that followed (`calls` at once), if any.
-    pub concurrent: Option<SimReport>,
+    /// The concurrent batches that followed (`calls` at once each), if any.
+    pub concurrent: Vec<SimReport>,
     /// (calls so far, server RSS KiB, server alive tasks), sampled with the server idle.
     pub samples: Vec<(usize, f64, f64)>,
     /// Least-squares slope of the server's RSS over the sequential calls, bytes per call.
     pub rss_slope_bytes_per_call: f64,
-    /// Server RSS and tasks after the concurrent batch, with the server idle again.
-    pub after_concurrent: Option<(f64, f64)>,
+    /// Server RSS (KiB) and tasks after each concurrent batch, with the server idle again.
+    pub after_concurrent: Vec<(f64, f64)>,
 }
 
 impl SoakReport {
@@ -666,7 +666,8 @@ impl SoakReport {
         let seq_ok = self.samples.last().is_some_and(|last| last.2 <= first.2);
         let conc_ok = self
             .after_concurrent
-            .is_none_or(|(_, tasks)| tasks <= first.2);
+            .iter()
+            .all(|(_, tasks)| *tasks <= first.2);
         seq_ok && conc_ok
     }
 
@@ -690,15 +691,18 @@ impl SoakReport {
             "server tasks: {:.0} at start -> {:.0} after them\n",
             first.2, last.2
         ));
-        if let Some(c) = &self.concurrent {
+        for (i, (c, (rss, tasks))) in self
+            .concurrent
+            .iter()
+            .zip(&self.after_concurrent)
+            .enumerate()
+        {
             out.push_str(&format!(
-                "concurrent: {} calls at once, {} completed, {} failed\n",
-                c.calls, c.completed, c.failed
-            ));
-        }
-        if let Some((rss, tasks)) = self.after_concurrent {
-            out.push_str(&format!(
-                "after the concurrent calls: RSS {rss:.0} KiB, tasks {tasks:.0}\n"
+                "burst {}: {} calls at once, {} completed, {} failed; then RSS {rss:.0} KiB, tasks {tasks:.0}\n",
+                i + 1,
+                c.calls,
+                c.completed,
+                c.failed
             ));
         }
         out
@@ -739,8 +743,12 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 }
 
 /// The soak: `sequential` calls one after another (the server sampled idle about 20 times),
-/// then `options.calls` at once, then the server sampled idle again.
-pub async fn soak(options: SimulateOptions, sequential: usize) -> Result<SoakReport, ClientError> {
+/// then `bursts` times `options.calls` at once, the server sampled idle after each.
+pub async fn soak(
+    options: SimulateOptions,
+    sequential: usize,
+    bursts: usize,
+) -> Result<SoakReport, ClientError> {
     let rate = rate_of(&options.url);
     let host = host_of(&options.url)?;
     let audio = Arc::new(generated_speech(rate));
@@ -779,8 +787,12 @@ pub async fn soak(options: SimulateOptions, sequential: usize) -> Result<SoakRep
         .collect();
     report.rss_slope_bytes_per_call = slope(&points);
     if options.calls > 0 {
-        report.concurrent = Some(run(options).await?);
-        report.after_concurrent = idle_sample(&host).await;
+        for _ in 0..bursts {
+            report.concurrent.push(run(options.clone()).await?);
+            if let Some(sample) = idle_sample(&host).await {
+                report.after_concurrent.push(sample);
+            }
+        }
     }
     Ok(report)
 }
