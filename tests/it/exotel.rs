@@ -379,30 +379,21 @@ async fn after_the_grace_period_remaining_calls_are_ended_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let dir = crate::helpers::TempDir::new("sigterm");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
-        .args(["serve", "--bind", "127.0.0.1", "--drain-grace-secs", "20"])
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.0.join("caly.db").display()))
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--pipeline")
-        .arg(repo("pipelines/tone_bot.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    within(Duration::from_secs(20), "the server to come up", async {
-        while caly::simulate::http_get(&addr, "/healthz").await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    let db = format!("sqlite://{}", dir.0.join("caly.db").display());
+    let pipeline = repo("pipelines/tone_bot.toml");
+    let (mut child, addr) = crate::helpers::spawn_binary(
+        &[
+            "--drain-grace-secs",
+            "20",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--database-url",
+            &db,
+        ],
+        &[],
+        std::process::Stdio::null(),
+    )
     .await;
     let url = format!("ws://{addr}/v1/exotel/stream?sample-rate=8000");
     let mut c = ExotelClient::connect(&url, None).await.unwrap();

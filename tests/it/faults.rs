@@ -10,34 +10,14 @@ use std::time::{Duration, Instant};
 
 use caly::simulate::{ExotelClient, ServerMessage};
 use caly::telephony::session::CallEnd;
-use caly::testing::{read_wav_mono, within};
+use caly::testing::within;
 use sqlx::{Connection as _, Executor as _};
 use tokio::sync::Barrier;
 
-use crate::helpers::{TempDir, repo, spawn_app_with};
+use crate::helpers::{TempDir, repo, spawn_app_with, take_a_turn, utterance};
 
 const CALLS: usize = 8;
 const DB_OUTAGE: Duration = Duration::from_secs(10);
-
-/// Speaks the fixture's first utterance and waits for six chunks of the answer.
-async fn turn(c: &mut ExotelClient, pcm: &[i16]) {
-    for chunk in pcm.chunks(160) {
-        c.media(chunk).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(4)).await;
-    }
-    let mut chunks = 0;
-    within(Duration::from_secs(30), "the bot's answer", async {
-        while chunks < 6 {
-            match c.recv().await {
-                Some(ServerMessage::Media(_)) => chunks += 1,
-                Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
-                Some(_) => {}
-                None => panic!("the server closed the call mid-turn"),
-            }
-        }
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_survive_realtime_drops_shopify_faults_a_database_outage_and_sigterm() {
@@ -72,8 +52,7 @@ async fn calls_survive_realtime_drops_shopify_faults_a_database_outage_and_sigte
     )
     .await;
     let sim = Arc::clone(app.state.simulator.as_ref().unwrap());
-    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
-    let pcm: Arc<[i16]> = pcm[..36_000].into();
+    let pcm: Arc<[i16]> = utterance().into();
     let between_turns = Arc::new(Barrier::new(CALLS + 1));
     let faults_set = Arc::new(Barrier::new(CALLS + 1));
     let mut clients = tokio::task::JoinSet::new();
@@ -85,10 +64,10 @@ async fn calls_survive_realtime_drops_shopify_faults_a_database_outage_and_sigte
             c.start(&format!("MZfault{i}"), &format!("CAfault{i}"), 8000)
                 .await
                 .unwrap();
-            turn(&mut c, &pcm).await;
+            take_a_turn(&mut c, &pcm).await;
             between_turns.wait().await;
             faults_set.wait().await;
-            turn(&mut c, &pcm).await;
+            take_a_turn(&mut c, &pcm).await;
             // Stay on the line until the server ends the call.
             within(
                 Duration::from_secs(60),

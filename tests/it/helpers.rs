@@ -240,3 +240,73 @@ pub async fn postgres_db() -> Option<TestDb> {
         _ => None,
     }
 }
+
+/// The speech fixture's first utterance and the silence after it (0–4.5 s at 8 kHz).
+pub fn utterance() -> Vec<i16> {
+    let (_, pcm) =
+        caly::testing::read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    pcm[..36_000].to_vec()
+}
+
+/// One caller turn: `pcm` in 20 ms media messages (a little faster than real time), then the
+/// first six chunks of the bot's answer, echoing its marks as Exotel does.
+pub async fn take_a_turn(c: &mut caly::simulate::ExotelClient, pcm: &[i16]) {
+    use caly::simulate::ServerMessage;
+    for chunk in pcm.chunks(160) {
+        c.media(chunk).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(4)).await;
+    }
+    let mut chunks = 0;
+    caly::testing::within(
+        std::time::Duration::from_secs(30),
+        "the bot's answer",
+        async {
+            while chunks < 6 {
+                match c.recv().await {
+                    Some(ServerMessage::Media(_)) => chunks += 1,
+                    Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
+                    Some(_) => {}
+                    None => panic!("the server closed the call mid-turn"),
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Starts the real `caly serve` on a free 127.0.0.1 port with `args` (and `env`), its stderr to
+/// `stderr`, and waits until `/healthz` answers. Returns the child and its address.
+pub async fn spawn_binary(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_caly"));
+    cmd.args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("CALY_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    caly::testing::within(
+        std::time::Duration::from_secs(30),
+        "the server to come up",
+        async {
+            while caly::simulate::http_get(&addr, "/healthz").await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    (child, addr)
+}

@@ -3,64 +3,36 @@
 
 use std::time::Duration;
 
-use caly::simulate::{ExotelClient, ServerMessage};
-use caly::testing::{read_wav_mono, within};
+use caly::simulate::ExotelClient;
+use caly::testing::within;
 
-use crate::helpers::{TempDir, repo};
+use crate::helpers::{TempDir, repo, spawn_binary, take_a_turn, utterance};
 
 /// Runs `caly serve` (default pipeline, Realtime simulator) with `RUST_LOG=level`, makes one
 /// call from +919800000000, stops the server, and returns its stderr and the call's recorded
 /// transcript lines.
 async fn one_call_logged(level: &str) -> (String, Vec<String>) {
     let dir = TempDir::new("logs");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let db = format!("sqlite://{}", dir.0.join("caly.db").display());
     let log_path = dir.0.join("stderr.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_caly"))
-        .args(["serve", "--bind", "127.0.0.1", "--drain-grace-secs", "5"])
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--pipeline")
-        .arg(repo("pipelines/default.toml"))
-        .arg("--database-url")
-        .arg(&db)
-        .env("RUST_LOG", level)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("CALY_LOG_FORMAT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    within(Duration::from_secs(30), "the server to come up", async {
-        while caly::simulate::http_get(&addr, "/healthz").await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    let pipeline = repo("pipelines/default.toml");
+    let (mut child, addr) = spawn_binary(
+        &[
+            "--drain-grace-secs",
+            "5",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--database-url",
+            &db,
+        ],
+        &[("RUST_LOG", level)],
+        std::fs::File::create(&log_path).unwrap().into(),
+    )
     .await;
     let url = format!("ws://{addr}/v1/exotel/stream?sample-rate=8000");
     let mut c = ExotelClient::connect(&url, None).await.unwrap();
     c.start("MZlog", "CAlog", 8000).await.unwrap();
-    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
-    for chunk in pcm[..36_000].chunks(160) {
-        c.media(chunk).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(4)).await;
-    }
-    let mut chunks = 0;
-    within(Duration::from_secs(20), "bot audio", async {
-        while chunks < 6 {
-            match c.recv().await {
-                Some(ServerMessage::Media(_)) => chunks += 1,
-                Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
-                _ => {}
-            }
-        }
-    })
-    .await;
+    take_a_turn(&mut c, &utterance()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -172,25 +144,10 @@ async fn metrics_parse_as_prometheus_text_and_move_during_a_call() {
         .await
         .unwrap();
     c.start("MZmetrics", "CAmetrics", 8000).await.unwrap();
-    let (_, pcm) = read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
-    for chunk in pcm[..36_000].chunks(160) {
-        c.media(chunk).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(4)).await;
-    }
-    // Mid-call: one call active.
+    take_a_turn(&mut c, &utterance()).await;
+    // Mid-call (the caller has not hung up): one call active.
     let during = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
     assert_eq!(value(&during, "caly_calls_active", &[]), 1.0);
-    let mut chunks = 0;
-    within(Duration::from_secs(20), "bot audio", async {
-        while chunks < 6 {
-            match c.recv().await {
-                Some(ServerMessage::Media(_)) => chunks += 1,
-                Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
-                _ => {}
-            }
-        }
-    })
-    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop().await.unwrap();
     app.report().await;

@@ -6,14 +6,16 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use caly::simulate::{ExotelClient, ServerMessage};
+use caly::simulate::ExotelClient;
 use caly::store::keys::Scope;
 use caly::store::{Record, RecorderConfig, RecorderTask, Store, call_id_for_sid, now_ms};
 use caly::testing::within;
 use serde_json::Value;
 use sqlx::{Connection as _, Executor as _};
 
-use crate::helpers::{TestDb, postgres_db, repo, spawn_app, sqlite_db, test_dbs, tone_bot};
+use crate::helpers::{
+    TestDb, postgres_db, repo, spawn_app, sqlite_db, take_a_turn, test_dbs, tone_bot, utterance,
+};
 
 const TOKEN: &str = "s3cret-webhook-token";
 
@@ -809,27 +811,11 @@ async fn a_realtime_call_is_recorded_with_transcript_turns_and_its_end() {
             eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
             return;
         }
-        let (_, pcm) =
-            caly::testing::read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
         let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
             .await
             .unwrap();
         c.start("MZrec", "CArec", 8000).await.unwrap();
-        for chunk in pcm[..36_000].chunks(160) {
-            c.media(chunk).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(4)).await;
-        }
-        let mut chunks = 0;
-        within(Duration::from_secs(20), "bot audio", async {
-            while chunks < 6 {
-                match c.recv().await {
-                    Some(ServerMessage::Media(_)) => chunks += 1,
-                    Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
-                    _ => {}
-                }
-            }
-        })
-        .await;
+        take_a_turn(&mut c, &utterance()).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         c.stop().await.unwrap();
         app.report().await;
@@ -921,33 +907,15 @@ async fn postgres_dropping_mid_call_loses_nothing_once_it_is_back() {
         eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
         return;
     }
-    let (_, pcm) =
-        caly::testing::read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
+    let pcm = utterance();
     let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
         .await
         .unwrap();
     c.start("MZdown", "CAdown", 8000).await.unwrap();
-    let turn = async |c: &mut ExotelClient| {
-        for chunk in pcm[..36_000].chunks(160) {
-            c.media(chunk).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(4)).await;
-        }
-        let mut chunks = 0;
-        within(Duration::from_secs(20), "bot audio", async {
-            while chunks < 6 {
-                match c.recv().await {
-                    Some(ServerMessage::Media(_)) => chunks += 1,
-                    Some(ServerMessage::Mark(name)) => c.mark(&name).await.unwrap(),
-                    _ => {}
-                }
-            }
-        })
-        .await;
-    };
-    turn(&mut c).await;
+    take_a_turn(&mut c, &pcm).await;
     // The database goes away mid-call; the call goes on.
     proxy.set_up(false);
-    turn(&mut c).await;
+    take_a_turn(&mut c, &pcm).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop().await.unwrap();
     let report = app.report().await;
