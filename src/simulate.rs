@@ -729,8 +729,8 @@ async fn idle_sample(host: &str) -> Option<(f64, f64)> {
     None
 }
 
-/// Least-squares slope of `y` over `x`.
-fn slope(points: &[(f64, f64)]) -> f64 {
+/// Least-squares slope of `y` over `x` (0 with fewer than two points or one `x`).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
     if n < 2.0 {
         return 0.0;

@@ -267,10 +267,7 @@ async fn handle(
 ) -> Result<Json<Value>, ApiError> {
     let result = apply(&state, kind, query, headers, body).await;
     let outcome = match &result {
-        Ok(json) => match json.0["status"].as_str() {
-            Some("duplicate") => "duplicate",
-            _ => "applied",
-        },
+        Ok((outcome, _)) => outcome.label(),
         Err(e) if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         Err(e) if e.status.as_u16() == 401 || e.status.as_u16() == 403 => "refused",
         Err(_) => "bad",
@@ -281,7 +278,11 @@ async fn handle(
         .webhooks
         .get_or_create(&[("kind", kind.label()), ("outcome", outcome)])
         .inc();
-    result
+    let (outcome, call_sid) = result?;
+    Ok(Json(json!({
+        "status": outcome.label(),
+        "call_id": crate::store::call_id_for_sid(&call_sid),
+    })))
 }
 
 async fn apply(
@@ -290,7 +291,7 @@ async fn apply(
     query: Option<String>,
     headers: &HeaderMap,
     body: Option<Result<Bytes, BytesRejection>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(WebhookOutcome, String), ApiError> {
     let mut fields = Fields::default();
     if let Some(q) = query.as_deref() {
         fields.add_form(q.as_bytes())?;
@@ -317,20 +318,14 @@ async fn apply(
     }
     let hook = parse_webhook(kind, &fields, now_ms())?;
     let outcome = state.db.apply_webhook(&hook).await?;
-    let label = match outcome {
-        WebhookOutcome::Applied => "applied",
-        WebhookOutcome::Duplicate => "duplicate",
-    };
     tracing::info!(
         kind = kind.label(),
         call_sid = %hook.call_sid,
         status = hook.status.as_deref().unwrap_or("-"),
-        outcome = label,
+        outcome = outcome.label(),
         "Exotel webhook."
     );
-    Ok(Json(
-        json!({ "status": label, "call_id": crate::store::call_id_for_sid(&hook.call_sid) }),
-    ))
+    Ok((outcome, hook.call_sid))
 }
 
 async fn post_status(

@@ -208,6 +208,16 @@ pub enum WebhookOutcome {
     Duplicate,
 }
 
+impl WebhookOutcome {
+    /// `applied` or `duplicate` (the answer's `status` and the metric label).
+    pub fn label(self) -> &'static str {
+        match self {
+            WebhookOutcome::Applied => "applied",
+            WebhookOutcome::Duplicate => "duplicate",
+        }
+    }
+}
+
 impl Store {
     /// Writes a batch in one transaction. Safe to retry after a failure: every statement is an
     /// upsert or ignores rows already there.

@@ -382,7 +382,7 @@ async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
     let dir = crate::helpers::TempDir::new("sigterm");
     let db = format!("sqlite://{}", dir.0.join("caly.db").display());
     let pipeline = repo("pipelines/tone_bot.toml");
-    let (mut child, addr) = crate::helpers::spawn_binary(
+    let (child, addr) = crate::helpers::spawn_binary(
         &[
             "--drain-grace-secs",
             "20",
@@ -398,11 +398,7 @@ async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
     let url = format!("ws://{addr}/v1/exotel/stream?sample-rate=8000");
     let mut c = ExotelClient::connect(&url, None).await.unwrap();
     c.start("MZterm", "CAterm", 8000).await.unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    crate::helpers::sigterm(&child);
     within(Duration::from_secs(5), "readyz to say draining", async {
         loop {
             if let Ok((503, _)) = caly::simulate::http_get(&addr, "/readyz").await {
@@ -415,15 +411,7 @@ async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
     // The call in progress is not cut off.
     speak(&mut c, &signal::silence(8000, 0.3)).await;
     c.stop().await.unwrap();
-    let status = within(
-        Duration::from_secs(20),
-        "the server to exit",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(status.success(), "{status:?}");
+    crate::helpers::exits_cleanly(child, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,3 +310,25 @@ pub async fn spawn_binary(
     .await;
     (child, addr)
 }
+
+/// Sends SIGTERM to `child`, as Railway and Docker do.
+pub fn sigterm(child: &std::process::Child) {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Waits (up to `secs`) for `child` to exit and asserts it exited with status 0.
+pub async fn exits_cleanly(mut child: std::process::Child, secs: u64) {
+    let status = caly::testing::within(
+        std::time::Duration::from_secs(secs),
+        "the server to exit",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}

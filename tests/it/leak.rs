@@ -67,19 +67,6 @@ fn soak_calls() -> usize {
         .unwrap_or(10_000)
 }
 
-/// Least-squares slope of `y` over `x`.
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
-        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
-    });
-    if den == 0.0 { 0.0 } else { num / den }
-}
-
 async fn wait_for_baseline(metrics: &tokio::runtime::RuntimeMetrics, tasks: usize) -> usize {
     within(
         Duration::from_secs(10),
@@ -131,7 +118,7 @@ fn soak_sequential_and_concurrent_calls_leave_tasks_and_heap_at_baseline() {
         settle(&app).await;
         let tasks_after = wait_for_baseline(&metrics, tasks_before).await;
         let growth = tracked_heap_bytes() - heap_before;
-        let per_call = slope(&points);
+        let per_call = caly::simulate::slope(&points);
         println!(
             "soak: {n} sequential calls in {:.1} s; alive tasks {tasks_before} -> {tasks_after}; \
              heap {:+} bytes; slope {per_call:+.3} bytes/call over {} samples",

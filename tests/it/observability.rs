@@ -16,7 +16,7 @@ async fn one_call_logged(level: &str) -> (String, Vec<String>) {
     let db = format!("sqlite://{}", dir.0.join("caly.db").display());
     let log_path = dir.0.join("stderr.log");
     let pipeline = repo("pipelines/default.toml");
-    let (mut child, addr) = spawn_binary(
+    let (child, addr) = spawn_binary(
         &[
             "--drain-grace-secs",
             "5",
@@ -36,20 +36,8 @@ async fn one_call_logged(level: &str) -> (String, Vec<String>) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = within(
-        Duration::from_secs(30),
-        "the server to exit",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(status.success(), "{status:?}");
+    crate::helpers::sigterm(&child);
+    crate::helpers::exits_cleanly(child, 30).await;
     let logs = std::fs::read_to_string(&log_path).unwrap();
     let store = caly::store::Store::connect(&db).await.unwrap();
     let detail = store
