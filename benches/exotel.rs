@@ -1,20 +1,26 @@
 //! The Exotel transport's own per-message costs: `cargo bench --bench exotel`.
 //! - inbound: one `media` message parsed and its base64 payload decoded (20 ms and 100 ms);
 //! - outbound: bot audio queued, cut into a rule-sized chunk, and `media` + `mark` JSON written;
-//! - barge-in: from the VAD's `SpeechConfirmed` on the bus to `clear` serialized, queued audio
-//!   dropped and `Interrupt` sent to every stage.
+//! - barge-in: from the VAD's `SpeechConfirmed` published to `clear` serialized, queued audio
+//!   dropped and `Interrupt` sent to every stage (the controller's path: the signal lane).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use caly::frame::{Control, Event};
-use caly::pipeline::{Bus, BusEvent, BusKind, Pipeline, PipelineOptions};
-use caly::registry::{CompileOptions, Registry};
-use caly::telephony::exotel::{Inbound, decode_payload, write_clear, write_mark, write_media};
-use caly::telephony::outbound::Outbound;
+use tokio::time::Instant;
+
+use caly::call::playout::Outbound;
+use caly::engine::bus::{Bus, BusEvent, BusKind, SignalKind};
+use caly::engine::frame::{Control, Event};
+use caly::engine::pipeline::{Pipeline, PipelineOptions};
+use caly::engine::registry::CompileOptions;
 use caly::testing::{exotel_media_messages, signal};
+use caly::transport::exotel::CHUNK_RULES;
+use caly::transport::exotel::wire::{
+    Inbound, decode_payload, write_clear, write_mark, write_media,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn inbound(c: &mut Criterion) {
@@ -36,7 +42,7 @@ fn inbound(c: &mut Criterion) {
 fn outbound(c: &mut Criterion) {
     let mut g = c.benchmark_group("exotel");
     let bytes = vec![7u8; 3200];
-    let mut out = Outbound::new(8000, Duration::from_secs(120));
+    let mut out = Outbound::new(CHUNK_RULES, 8000, Duration::from_secs(120));
     let (mut text, mut b64) = (String::new(), String::new());
     // Time moves on 200 ms per chunk, as it would with the caller hearing every chunk.
     let mut now = Instant::now();
@@ -63,18 +69,17 @@ fn barge_in(c: &mut Criterion) {
         "/pipelines/tone_bot.toml"
     ))
     .unwrap();
-    let spec = caly::spec::PipelineSpec::parse(&text, "tone_bot").unwrap();
-    let graph = caly::graph::Graph::compile(
+    let spec = caly::engine::spec::PipelineSpec::parse(&text, "tone_bot").unwrap();
+    let graph = caly::engine::graph::Graph::compile(
         &spec,
-        &Registry::with_builtin(),
+        &caly::testing::registry(),
         &CompileOptions {
             source_rate: Some(8000),
         },
     )
     .unwrap();
     let _guard = rt.enter();
-    let bus = Bus::new();
-    let mut rx = bus.subscribe();
+    let (bus, mut signals) = Bus::with_signals();
     let pipeline = Pipeline::start(
         Arc::clone(&graph),
         PipelineOptions {
@@ -83,7 +88,7 @@ fn barge_in(c: &mut Criterion) {
         },
     )
     .unwrap();
-    let mut out = Outbound::new(8000, Duration::from_secs(120));
+    let mut out = Outbound::new(CHUNK_RULES, 8000, Duration::from_secs(120));
     let mut text = String::new();
     let stage: Arc<str> = Arc::from("vad");
     let bot = vec![0u8; 16_000];
@@ -99,11 +104,13 @@ fn barge_in(c: &mut Criterion) {
                     bus.publish(BusEvent {
                         stage: Arc::clone(&stage),
                         kind: BusKind::Event(Event::SpeechConfirmed { at: Duration::ZERO }),
-                        at: start,
+                        at: start.into_std(),
                     });
-                    let event = rx.try_recv().unwrap();
-                    if matches!(event.kind, BusKind::Event(Event::SpeechConfirmed { .. }))
-                        && out.is_playing(start)
+                    let signal = signals.try_recv().unwrap();
+                    if matches!(
+                        signal.kind,
+                        SignalKind::Event(Event::SpeechConfirmed { .. })
+                    ) && out.is_playing(start)
                     {
                         let heard = out.heard(start);
                         write_clear(&mut text, "MZbench");

@@ -6,12 +6,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use caly::frame::{Frame, Packet};
-use caly::pipeline::{FusedChain, PipelineOptions};
-use caly::registry::{CompileOptions, Registry};
-use caly::spec::PipelineSpec;
-use caly::telephony::exotel::{Inbound, decode_payload};
+use caly::engine::frame::{Frame, Packet};
+use caly::engine::pipeline::{FusedChain, PipelineOptions};
+use caly::engine::registry::CompileOptions;
+use caly::engine::spec::PipelineSpec;
 use caly::testing::{exotel_media_messages, read_wav_mono};
+use caly::transport::exotel::wire::{Inbound, decode_payload};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn messages() -> Vec<String> {
@@ -25,9 +25,9 @@ fn messages() -> Vec<String> {
 
 fn chain(text: &str) -> FusedChain {
     let spec = PipelineSpec::parse(text, "bench").unwrap();
-    let graph = caly::graph::Graph::compile(
+    let graph = caly::engine::graph::Graph::compile(
         &spec,
-        &Registry::with_builtin(),
+        &caly::testing::registry(),
         &CompileOptions {
             source_rate: Some(8000),
         },

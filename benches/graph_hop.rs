@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caly::frame::{Frame, Packet};
-use caly::pipeline::{BusKind, Pipeline, PipelineOptions};
-use caly::registry::{CompileOptions, Registry};
-use caly::spec::PipelineSpec;
+use caly::engine::bus::BusKind;
+use caly::engine::frame::{Frame, Packet};
+use caly::engine::pipeline::{Pipeline, PipelineOptions};
+use caly::engine::registry::CompileOptions;
+use caly::engine::spec::PipelineSpec;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const GRAPH: &str = r#"
@@ -32,9 +33,12 @@ fn hop(c: &mut Criterion) {
         .build()
         .unwrap();
     let spec = PipelineSpec::parse(GRAPH, "hop").unwrap();
-    let graph =
-        caly::graph::Graph::compile(&spec, &Registry::with_builtin(), &CompileOptions::default())
-            .unwrap();
+    let graph = caly::engine::graph::Graph::compile(
+        &spec,
+        &caly::testing::registry(),
+        &CompileOptions::default(),
+    )
+    .unwrap();
     let mut group = c.benchmark_group("graph_hop");
     group.sample_size(20);
     for n in [1usize, 100, 1000] {

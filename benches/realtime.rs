@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use caly::frame::{Control, Event};
-use caly::pipeline::{Bus, BusKind, Pipeline, PipelineOptions, SinkHandle};
-use caly::registry::{CompileOptions, Registry};
-use caly::stage::{RealtimeEndpoint, Services};
-use caly::stages::realtime_protocol::{AudioDelta, Peek, append_text, decode_audio};
-use caly::stages::realtime_simulator::{ScriptTurn, Simulator, SimulatorConfig};
+use caly::devtools::realtime_sim::{ScriptTurn, Simulator, SimulatorConfig};
+use caly::engine::bus::{Bus, BusKind};
+use caly::engine::frame::{Control, Event};
+use caly::engine::pipeline::{Pipeline, PipelineOptions, SinkHandle};
+use caly::engine::registry::CompileOptions;
+use caly::engine::stage::Services;
+use caly::stages::realtime::RealtimeEndpoint;
+use caly::stages::realtime::protocol::{AudioDelta, Peek, append_text, decode_audio};
 use caly::testing::signal;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::sync::broadcast;
@@ -91,7 +93,7 @@ ring = { capacity_ms = 5000, when_full = "block" }
 /// One reply: (say → first chunk at the outlet, first delta decoded → first chunk).
 async fn one_turn(
     pipeline: &Pipeline,
-    bus: &mut broadcast::Receiver<caly::pipeline::BusEvent>,
+    bus: &mut broadcast::Receiver<caly::engine::bus::BusEvent>,
     sink: &mut SinkHandle,
 ) -> (Duration, Duration) {
     let start = Instant::now();
@@ -137,10 +139,10 @@ fn turns(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let spec = caly::spec::PipelineSpec::parse(GRAPH, "realtime_bench").unwrap();
-    let graph = caly::graph::Graph::compile(
+    let spec = caly::engine::spec::PipelineSpec::parse(GRAPH, "realtime_bench").unwrap();
+    let graph = caly::engine::graph::Graph::compile(
         &spec,
-        &Registry::with_builtin(),
+        &caly::testing::registry(),
         &CompileOptions {
             source_rate: Some(8000),
         },
@@ -154,20 +156,18 @@ fn turns(c: &mut Criterion) {
                 bot: "Ji, bataiye.".into(),
                 bot_ms: 300,
                 tool: None,
+                more_tools: Vec::new(),
             }],
             ..SimulatorConfig::default()
         };
         let sim = Simulator::start(config).await.unwrap();
         let bus = Bus::new();
         let mut rx = bus.subscribe();
-        let services = Services {
-            realtime: RealtimeEndpoint {
-                url: sim.url(),
-                api_key: None,
-                simulator: true,
-            },
-            shopify: None,
-        };
+        let services = Services::new().with(RealtimeEndpoint {
+            url: sim.url(),
+            api_key: None,
+            simulator: true,
+        });
         let mut pipeline = Pipeline::start(
             graph,
             PipelineOptions {

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caly::ring::{Item, RingConfig, WhenFull, ring};
+use caly::engine::ring::{Item, RingConfig, WhenFull, ring};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn config(when_full: WhenFull) -> RingConfig {

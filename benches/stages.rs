@@ -5,8 +5,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use caly::format::{Encoding, Format};
-use caly::frame::OwnedFrame;
+use caly::engine::format::{Encoding, Format};
+use caly::engine::frame::OwnedFrame;
 use caly::testing::{Harness, frames_for};
 use criterion::{Criterion, criterion_group, criterion_main};
 

@@ -15,12 +15,17 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::graph::{self, Graph};
+use crate::call::{CallConfig, CallReport, GraphSet};
+use crate::commerce::agents::Reconciled;
+use crate::commerce::ledger::Actions;
+use crate::commerce::shop::Shopify;
+use crate::engine::graph::{self};
+use crate::engine::registry::CompileOptions;
+use crate::http::AppState;
 use crate::metrics::Metrics;
-use crate::registry::{CompileOptions, Registry};
 use crate::settings::ServeArgs;
-use crate::store::{Recorder, RecorderConfig, RecorderTask, Store};
-use crate::telephony::session::{GraphSet, SessionConfig, SessionReport};
+use crate::stages::realtime::RealtimeEndpoint;
+use crate::store::{RecorderConfig, RecorderTask, Store};
 
 /// Rates Exotel streams at (PROTOCOLS.md §1.2).
 const EXOTEL_RATES: &[u32] = &[8000, 16000, 24000];
@@ -31,60 +36,29 @@ const RECORDER_SHUTDOWN: Duration = Duration::from_secs(30);
 /// After the grace period, how long ended calls get to close.
 const END_CALLS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Shared state of the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    /// The pipeline compiled at its default rate (for `/readyz`).
-    pub graph: Arc<Graph>,
-    /// What every call's session shares.
-    pub session: SessionConfig,
-    /// Set once shutdown has begun: new calls are refused.
-    pub draining: Arc<AtomicBool>,
-    /// One permit per call that may stream at once.
-    pub admission: Arc<Semaphore>,
-    /// The configured maximum.
-    pub max_calls: usize,
-    /// Every call's session task.
-    pub calls: TaskTracker,
-    /// `user:password` for the stream upgrade, if required.
-    pub stream_auth: Option<Arc<str>>,
-    /// Which Realtime backend calls use: `openai`, `simulator`, or `unused`.
-    pub realtime: &'static str,
-    /// Whether agents reach a store: `shopify` or `unconfigured`.
-    pub store: &'static str,
-    /// The offline Realtime simulator, when there is no API key.
-    pub simulator: Option<Arc<crate::stages::realtime_simulator::Simulator>>,
-    /// Call records.
-    pub db: Store,
-    /// The write-behind queue calls record into.
-    pub recorder: Recorder,
-    /// The secret Exotel callbacks carry as `?token=`; `None` = webhooks refused.
-    pub webhook_token: Option<Arc<str>>,
-    /// Per-API-key request rate.
-    pub limiter: Arc<crate::http::rest::KeyLimiter>,
-}
-
 /// A server that has bound its port and compiled its pipeline.
 pub struct App {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
     writer: RecorderTask,
+    /// Changes to orders left unsettled by an earlier process, to settle once serving.
+    reconcile: Option<(Arc<Actions>, Arc<Shopify>)>,
 }
 
 impl App {
     /// Compiles the pipeline and binds the listener; outside services from the environment.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
-        App::build_with(args, crate::stage::Services::from_env()).await
+        App::build_with(args, crate::stages::services_from_env()).await
     }
 
     /// As [`App::build`], with the outside services given (tests point them at fakes). With
     /// no Realtime API key the built-in simulator is started, as in production.
     pub async fn build_with(
         args: &ServeArgs,
-        services: crate::stage::Services,
+        services: crate::engine::stage::Services,
     ) -> anyhow::Result<App> {
-        let registry = Registry::with_builtin();
+        let registry = crate::call::registry();
         let graph = graph::load(&args.pipeline, &registry, &CompileOptions::default())
             .with_context(|| format!("pipeline {} does not compile", args.pipeline.display()))?;
         let mut graphs = GraphSet::default();
@@ -131,6 +105,9 @@ impl App {
                 "CALY_STREAM_AUTH is not set: anyone who finds the stream URL can connect."
             );
         }
+        for warning in graph.warning_lines() {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(
             pipeline = %graph.name,
             stages = graph.nodes().len(),
@@ -142,18 +119,21 @@ impl App {
         let uses_realtime = graph.nodes().iter().any(|n| n.kind.name == "realtime");
         let (realtime, simulator) = if !uses_realtime {
             ("unused", None)
-        } else if services.realtime.api_key.is_some() {
-            tracing::info!(url = %services.realtime.url, "Realtime: OpenAI.");
+        } else if let Some(endpoint) = services
+            .get::<RealtimeEndpoint>()
+            .filter(|e| e.api_key.is_some())
+        {
+            tracing::info!(url = %endpoint.url, "Realtime: OpenAI.");
             ("openai", None)
         } else {
-            let sim = crate::stages::realtime_simulator::Simulator::start(Default::default())
+            let sim = crate::devtools::realtime_sim::Simulator::start(Default::default())
                 .await
                 .context("cannot start the Realtime simulator")?;
-            services.realtime = crate::stage::RealtimeEndpoint {
+            services.insert(RealtimeEndpoint {
                 url: sim.url(),
                 api_key: None,
                 simulator: true,
-            };
+            });
             tracing::warn!(
                 url = %sim.url(),
                 "OPENAI_API_KEY is not set: calls talk to the built-in Realtime SIMULATOR, not OpenAI. \
@@ -161,7 +141,14 @@ impl App {
             );
             ("simulator", Some(Arc::new(sim)))
         };
-        let store = match &services.shopify {
+        // Every change to an order is claimed in the call-records database first (unless the
+        // caller brought its own ledger).
+        if services.get::<Arc<Actions>>().is_none() {
+            services.insert::<Arc<Actions>>(Actions::new(Arc::new(db.clone())));
+        }
+        let shop = services.get::<Arc<Shopify>>().cloned();
+        let reconcile = services.get::<Arc<Actions>>().cloned().zip(shop.clone());
+        let store = match &shop {
             Some(shop) => {
                 tracing::info!(endpoint = %shop.endpoint(), "Store: Shopify.");
                 "shopify"
@@ -175,12 +162,13 @@ impl App {
                 "unconfigured"
             }
         };
+        services.insert(metrics.agent_runs.clone());
         metrics.register_sources(crate::metrics::Sources {
-            shopify: services.shopify.clone(),
+            shopify: shop,
             recorder: Some(recorder.clone()),
             db: Some(db.clone()),
         });
-        let session = SessionConfig {
+        let calls_config = CallConfig {
             graphs: Arc::new(graphs),
             metrics: Arc::new(metrics),
             idle_timeout: args.idle_timeout(),
@@ -190,12 +178,13 @@ impl App {
             services: Arc::new(services),
             reports: None,
             recorder: Some(recorder.clone()),
+            hand_offs: Arc::default(),
         };
         Ok(App {
             listener,
             state: AppState {
                 graph,
-                session,
+                calls_config,
                 draining: Arc::new(AtomicBool::new(false)),
                 admission: Arc::new(Semaphore::new(args.max_calls)),
                 max_calls: args.max_calls,
@@ -207,10 +196,11 @@ impl App {
                 db,
                 recorder,
                 webhook_token: args.webhook_token.as_deref().map(Arc::from),
-                limiter: crate::http::rest::limiter(args.api_quota()),
+                limiter: crate::http::state::limiter(args.api_quota()),
             },
             grace: args.drain_grace(),
             writer,
+            reconcile,
         })
     }
 
@@ -226,9 +216,9 @@ impl App {
 
     /// Sends every call's report to the returned receiver (bounded: reports beyond its
     /// capacity are dropped, never waited on).
-    pub fn reports(&mut self, capacity: usize) -> mpsc::Receiver<SessionReport> {
+    pub fn reports(&mut self, capacity: usize) -> mpsc::Receiver<CallReport> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.state.session.reports = Some(tx);
+        self.state.calls_config.reports = Some(tx);
         rx
     }
 
@@ -259,7 +249,7 @@ impl App {
                     calls = state.calls.len(),
                     "Grace period over; ending the remaining calls."
                 );
-                state.session.end_calls.cancel();
+                state.calls_config.end_calls.cancel();
                 let _ = tokio::time::timeout(END_CALLS_TIMEOUT, state.calls.wait()).await;
             }
             tracing::info!("Drained; shutting down.");
@@ -271,10 +261,29 @@ impl App {
                 tracing::debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
             }
         });
+        // Changes an earlier process claimed and never settled (it died mid-change): each is
+        // looked up on its order while the server already serves; ended with the server.
+        let reconciling = self.reconcile.map(|(actions, shop)| {
+            tokio::spawn(async move {
+                match crate::commerce::agents::reconcile(&actions, &shop).await {
+                    Ok(r) if r == Reconciled::default() => {}
+                    Ok(r) => tracing::info!(
+                        done = r.done,
+                        failed = r.failed,
+                        left = r.left,
+                        "Reconciled changes to orders an earlier run left unsettled."
+                    ),
+                    Err(e) => tracing::error!(error = %e, "Could not reconcile unsettled changes to orders."),
+                }
+            })
+        });
         let served = axum::serve(listener, crate::http::router(self.state))
             .with_graceful_shutdown(drained)
             .await
             .context("server failed");
+        if let Some(r) = reconciling {
+            r.abort();
+        }
         // Every call has ended: what they recorded is written before the process exits.
         let lost = self.writer.shutdown(RECORDER_SHUTDOWN).await;
         if lost == 0 {

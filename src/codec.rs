@@ -310,7 +310,7 @@ mod tests {
     }
 
     fn speechlike(rate: u32, seconds: f32) -> Vec<i16> {
-        crate::testing::signal::vowels(rate, seconds)
+        crate::devtools::signal::vowels(rate, seconds)
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::fmt;
 use std::io::IsTerminal as _;
 
 use tracing::field::{Field, Visit};
+
+use crate::vocab::mask_phones;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -138,73 +140,6 @@ where
         }
         writer.write_str(&mask_phones(&buf))
     }
-}
-
-/// Masks every phone number in `text` but its last four digits.
-pub fn mask_phones(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        // A number starts a token: not inside a word, nor after `x-` / `x.` (the tail of a
-        // UUID or a version).
-        let joined = i >= 2 && matches!(chars[i - 1], '-' | '.') && is_word(chars[i - 2]);
-        let starts = (chars[i] == '+' || chars[i].is_ascii_digit())
-            && (i == 0 || !is_word(chars[i - 1]))
-            && !joined;
-        if !starts {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        // The run: digits and separators, ending on a digit.
-        let mut end = i;
-        let mut digits = 0;
-        let mut j = i;
-        if chars[j] == '+' {
-            j += 1;
-        }
-        while j < chars.len() {
-            let c = chars[j];
-            if c.is_ascii_digit() {
-                digits += 1;
-                end = j + 1;
-            } else if !matches!(c, ' ' | '-' | '(' | ')') {
-                break;
-            }
-            j += 1;
-        }
-        let bounded = end >= chars.len() || !is_word(chars[end]);
-        // A bare JSON number (`"bytes":1234567890,`) is a count, not a phone number (those are
-        // strings), and masking it would break the line.
-        let json_number =
-            i > 0 && chars[i - 1] == ':' && chars.get(end).is_some_and(|c| matches!(c, ',' | '}'));
-        if (10..=15).contains(&digits) && bounded && end > i && !json_number {
-            let mut seen = 0;
-            for &c in &chars[i..end] {
-                if c.is_ascii_digit() {
-                    seen += 1;
-                    out.push(if seen > digits - 4 { c } else { '*' });
-                } else {
-                    out.push(c);
-                }
-            }
-            i = end;
-        } else {
-            // Not a phone number: copy through the first character and go on.
-            out.push(chars[i]);
-            i += 1;
-            while i < chars.len() && chars[i].is_ascii_digit() {
-                out.push(chars[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn is_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
 }
 
 #[cfg(test)]

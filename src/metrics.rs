@@ -19,13 +19,35 @@ pub type Label = [(&'static str, &'static str); 1];
 /// One label with a value known only at run time (a ring's name).
 pub type DynLabel = [(&'static str, String); 1];
 
+/// Agent runs ended, by agent and result: the run's status (`done`, `needs_confirmation`,
+/// `failed`, …), or `timeout` / `panicked` for a run that could not answer itself and was
+/// answered for. Handed to the `agent` stage through the pipeline's services.
+#[derive(Clone, Default, Debug)]
+pub struct AgentRuns(pub Family<[(&'static str, &'static str); 2], Counter>);
+
+impl AgentRuns {
+    /// Counts one run of `agent` that ended with `result`.
+    pub fn count(&self, agent: &'static str, result: &'static str) {
+        self.0
+            .get_or_create(&[("agent", agent), ("result", result)])
+            .inc();
+    }
+
+    /// Runs of `agent` that ended with `result` so far.
+    pub fn get(&self, agent: &'static str, result: &'static str) -> u64 {
+        self.0
+            .get(&[("agent", agent), ("result", result)])
+            .map_or(0, |c| c.get())
+    }
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
     /// Calls streaming now.
     pub calls_active: Gauge,
-    /// Calls ended, by outcome (`completed`, `hangup`, `idle_timeout`, `max_duration`,
-    /// `shutdown`, `socket_lost`, `failed`).
+    /// Calls ended, by outcome ([`crate::call::CallEnd::label`]: `hangup`, `idle_timeout`,
+    /// `max_duration`, `shutdown`, `socket_lost`, `failed`, `start_failed`, …).
     pub calls_ended: Family<Label, Counter>,
     /// Streams refused before they started, by reason (`at_capacity`, `draining`,
     /// `unauthorized`, `bad_rate`).
@@ -38,12 +60,20 @@ pub struct Metrics {
     pub media_out: Counter,
     /// Barge-ins (a `clear` sent because the caller spoke over the bot).
     pub barge_ins: Counter,
+    /// Caller speech over the bot that was neither a barge-in nor answered.
+    pub backchannels: Counter,
+    /// Signals a call's controller left unread past its lane's capacity (should stay 0).
+    pub signals_dropped: Counter,
+    /// Telemetry events a call's record missed because it fell behind the bus (should stay 0).
+    pub record_lagged: Counter,
     /// Seconds from the VAD's decision to `clear` written to the socket.
     pub barge_in_reaction_seconds: Histogram,
     /// Seconds of audio dropped by full rings, by ring (`from -> to`).
     pub audio_dropped_seconds: Family<DynLabel, Counter<f64, AtomicU64>>,
     /// Bot chunks sent after Exotel's queue had run dry mid-reply: gaps the caller heard.
     pub playback_underruns: Counter,
+    /// Agent runs ended, by agent and result.
+    pub agent_runs: AgentRuns,
     /// Per turn: first bot audio from the model → first chunk written to Exotel (Caly's share).
     pub turn_engine_seconds: Histogram,
     /// Per turn: caller stopped → first bot audio from the model (the model's share).
@@ -85,7 +115,7 @@ fn stage_histogram() -> Histogram {
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     /// The Shopify client, if configured.
-    pub shopify: Option<std::sync::Arc<crate::shopify::Shopify>>,
+    pub shopify: Option<std::sync::Arc<crate::commerce::shop::Shopify>>,
     /// The call-records queue.
     pub recorder: Option<crate::store::Recorder>,
     /// The call-records database.
@@ -266,6 +296,24 @@ impl Metrics {
             "Barge-ins: clear sent over the bot",
             barge_ins.clone(),
         );
+        let backchannels = Counter::default();
+        registry.register(
+            "backchannels",
+            "Caller speech over the bot that was neither a barge-in nor answered",
+            backchannels.clone(),
+        );
+        let signals_dropped = Counter::default();
+        registry.register(
+            "signals_dropped",
+            "Signals a call's controller left unread past its lane's capacity",
+            signals_dropped.clone(),
+        );
+        let record_lagged = Counter::default();
+        registry.register(
+            "record_lagged",
+            "Telemetry events a call's record missed by falling behind",
+            record_lagged.clone(),
+        );
         // 0.1 ms … ~0.8 s.
         let barge_in_reaction_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
         registry.register(
@@ -284,6 +332,12 @@ impl Metrics {
             "playback_underruns",
             "Bot chunks sent after the caller's playback ran dry mid-reply",
             playback_underruns.clone(),
+        );
+        let agent_runs = AgentRuns::default();
+        registry.register(
+            "agent_runs",
+            "Agent runs ended, by agent and result (timeout and panicked: answered for them)",
+            agent_runs.0.clone(),
         );
         let turn_engine_seconds = Histogram::new(ENGINE_BUCKETS.iter().copied());
         registry.register(
@@ -366,9 +420,13 @@ impl Metrics {
             media_in,
             media_out,
             barge_ins,
+            backchannels,
+            signals_dropped,
+            record_lagged,
             barge_in_reaction_seconds,
             audio_dropped_seconds,
             playback_underruns,
+            agent_runs,
         }
     }
 
@@ -403,7 +461,7 @@ mod sources_tests {
 
     #[test]
     fn shopify_and_store_values_are_read_at_each_scrape() {
-        let shop = crate::shopify::Shopify::new(crate::shopify::ShopifyConfig::new(
+        let shop = crate::commerce::shop::Shopify::new(crate::commerce::shop::ShopifyConfig::new(
             "http://127.0.0.1:9/graphql",
             "token",
         ))

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| caly::fuzzing::exotel_message(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| caly::testing::fuzzing::exotel_message(data));

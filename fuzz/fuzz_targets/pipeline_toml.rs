@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| caly::fuzzing::pipeline_toml(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| caly::testing::fuzzing::pipeline_toml(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| caly::fuzzing::realtime_event(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| caly::testing::fuzzing::realtime_event(data));

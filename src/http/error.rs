@@ -10,7 +10,7 @@ use crate::store::StoreError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable, machine-readable code.
@@ -23,7 +23,11 @@ pub struct ApiError {
 
 impl ApiError {
     /// Any status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -33,12 +37,12 @@ impl ApiError {
     }
 
     /// 400: the request itself is wrong.
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
     /// 404.
-    pub fn not_found(what: &str) -> ApiError {
+    pub(crate) fn not_found(what: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -47,17 +51,17 @@ impl ApiError {
     }
 
     /// 401: no credentials, or credentials that do not check out.
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
     /// 403: credentials fine, not allowed.
-    pub fn forbidden(message: impl Into<String>) -> ApiError {
+    pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 429.
-    pub fn rate_limited(retry_after: u64) -> ApiError {
+    pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {
             retry_after: Some(retry_after.max(1)),
             ..ApiError::new(
@@ -69,7 +73,7 @@ impl ApiError {
     }
 
     /// 413.
-    pub fn too_large(limit: usize) -> ApiError {
+    pub(crate) fn too_large(limit: usize) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",

@@ -18,23 +18,24 @@ use axum::routing::get;
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use crate::call::run_call;
+use crate::http::state::AppState;
 use crate::metrics::Metrics;
-use crate::telephony::session::run_session;
+use crate::transport::exotel::adapter::ExotelSocket;
 
 /// Exotel's default rate when the URL names none.
 const DEFAULT_RATE: u32 = 8000;
 /// Largest WebSocket message accepted at all; larger ones close the socket. Messages between
-/// `MAX_TEXT_BYTES` and this are skipped and counted without ending the call.
+/// `adapter::MAX_TEXT_BYTES` and this are skipped and counted without ending the call.
 const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The stream route.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/exotel/stream", get(get_stream))
 }
 
 fn refuse(state: &AppState, status: StatusCode, reason: &'static str, message: &str) -> Response {
-    Metrics::count(&state.session.metrics.calls_refused, "reason", reason);
+    Metrics::count(&state.calls_config.metrics.calls_refused, "reason", reason);
     let body = serde_json::json!({ "error": { "code": reason, "message": message } });
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -47,7 +48,7 @@ fn refuse(state: &AppState, status: StatusCode, reason: &'static str, message: &
 }
 
 /// The rate asked for in the query string: `sample-rate` or `sample_rate`.
-pub fn rate_from_query(query: Option<&str>) -> Result<u32, String> {
+pub(crate) fn rate_from_query(query: Option<&str>) -> Result<u32, String> {
     let pairs: Vec<(String, String)> = query
         .map(serde_urlencoded::from_str)
         .transpose()
@@ -66,7 +67,7 @@ pub fn rate_from_query(query: Option<&str>) -> Result<u32, String> {
 }
 
 /// Whether the request carries the expected `user:password` as Basic auth.
-pub fn authorized(headers: &HeaderMap, expected: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, expected: &str) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -110,11 +111,11 @@ async fn get_stream(
         );
     }
     let rate = match rate_from_query(query.as_deref()) {
-        Ok(rate) if state.session.graphs.get(rate).is_some() => rate,
+        Ok(rate) if state.calls_config.graphs.get(rate).is_some() => rate,
         Ok(rate) => {
             let message = format!(
                 "sample rate {rate} Hz is not one of {:?}",
-                state.session.graphs.rates()
+                state.calls_config.graphs.rates()
             );
             return refuse(&state, StatusCode::BAD_REQUEST, "bad_rate", &message);
         }
@@ -128,7 +129,7 @@ async fn get_stream(
             "too many calls",
         );
     };
-    let config = state.session.clone();
+    let config = state.calls_config.clone();
     // The call counts as in progress from here, not from when the upgrade completes: a
     // shutdown that begins in between still waits for it.
     let in_progress = state.calls.token();
@@ -144,7 +145,7 @@ async fn get_stream(
             );
             tracing::Instrument::instrument(
                 async move {
-                    let report = run_session(socket, rate, &config).await;
+                    let report = run_call(ExotelSocket::new(socket), rate, &config).await;
                     drop(permit);
                     if let Some(log) = config.reports.as_ref() {
                         let _ = log.try_send(report);

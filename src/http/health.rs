@@ -9,13 +9,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use crate::http::state::AppState;
+use crate::stages::realtime::{Realtime, models};
 
 /// How long `/readyz` waits for the database to answer.
 const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The health routes.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
@@ -44,13 +45,14 @@ async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "name": state.graph.name,
             "stages": state.graph.nodes().len(),
             "tasks": state.graph.tasks().len(),
-            "sample_rates": state.session.graphs.rates(),
+            "sample_rates": state.calls_config.graphs.rates(),
         },
         "calls": {
-            "active": state.session.metrics.calls_active.get(),
+            "active": state.calls_config.metrics.calls_active.get(),
             "max": state.max_calls,
         },
         "realtime": state.realtime,
+        "models": models(&state),
         "store": state.store,
         "database": {
             "backend": state.db.backend().label(),
@@ -62,4 +64,38 @@ async fn get_readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "draining": draining,
     });
     (status, Json(body))
+}
+
+/// The models the pipeline's `realtime` stages use, with the days left to a retired one.
+fn models(state: &AppState) -> Vec<Value> {
+    let today = models::today();
+    state
+        .graph
+        .nodes()
+        .iter()
+        .filter_map(|n| n.spec_of::<Realtime>().map(|spec| (n, spec)))
+        .flat_map(|(n, spec)| {
+            spec.models().map(|(_, name, role)| {
+                let (shutdown, days_left, replacement) = match models::standing(name, today) {
+                    models::Standing::Current => (None, None, None),
+                    models::Standing::Retiring {
+                        on,
+                        days,
+                        replacement,
+                    } => (Some(on.to_string()), Some(days), Some(replacement)),
+                    models::Standing::Retired { on, replacement } => {
+                        (Some(on.to_string()), Some(0), Some(replacement))
+                    }
+                };
+                json!({
+                    "stage": n.id.as_ref(),
+                    "role": role.label(),
+                    "model": name,
+                    "shutdown": shutdown,
+                    "days_left": days_left,
+                    "replacement": replacement,
+                })
+            })
+        })
+        .collect()
 }

@@ -6,10 +6,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::app::AppState;
+use crate::http::state::AppState;
 
 /// The metrics route.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(get_metrics))
 }
 
@@ -19,6 +19,6 @@ async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.session.metrics.render(),
+        state.calls_config.metrics.render(),
     )
 }

@@ -38,7 +38,7 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
     )),
     modifiers(&Bearer)
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct Bearer;
 
@@ -52,7 +52,12 @@ impl Modify for Bearer {
     }
 }
 
-/// Public: the document names no data.
-pub async fn get_openapi() -> Json<utoipa::openapi::OpenApi> {
+/// The route.
+pub(crate) fn router() -> axum::Router<crate::http::state::AppState> {
+    axum::Router::new().route("/v1/openapi.json", axum::routing::get(get_openapi))
+}
+
+/// `GET /v1/openapi.json`. Public: the document names no data.
+pub(crate) async fn get_openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

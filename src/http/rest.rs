@@ -4,8 +4,6 @@
 //! 403 for a scope too small, 429 past the key's rate). Parameters are checked before any SQL
 //! runs: a bad date, limit, cursor or filter is a 400 that says which.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,20 +13,22 @@ use governor::clock::{Clock as _, DefaultClock};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use crate::app::AppState;
-use crate::intent::Intent;
+use crate::call::CallEnd;
+use crate::http::state::AppState;
 use crate::store::keys::{ApiKey, MAX_NAME, Scope};
+use crate::store::now_ms;
 use crate::store::read::{
     ActionFilter, ActionRow, CallDetail, CallFilter, CallSummary, Cursor, Kpis, Segment,
 };
-use crate::store::{normalize_number, now_ms};
+use crate::vocab::Intent;
+use crate::vocab::normalize_number;
 
 /// Largest REST request body.
-pub const MAX_BODY: usize = 16 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 /// Largest page.
-pub const MAX_LIMIT: i64 = 200;
+pub(crate) const MAX_LIMIT: i64 = 200;
 /// Page size when none is asked for.
-pub const DEFAULT_LIMIT: i64 = 50;
+pub(crate) const DEFAULT_LIMIT: i64 = 50;
 /// KPIs default to this many days before `until`.
 const KPI_DEFAULT_DAYS: i64 = 30;
 /// The statuses a call row can have.
@@ -44,11 +44,8 @@ const CALL_STATUSES: &[&str] = &[
 /// Longest filter value taken.
 const MAX_FILTER: usize = 64;
 
-/// Per-key request limiter.
-pub type KeyLimiter = governor::DefaultKeyedRateLimiter<String>;
-
 /// The REST routes.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/calls", get(list_calls))
         .route("/v1/calls/{id}", get(get_call))
@@ -57,12 +54,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/analytics/kpis", get(get_kpis))
         .route("/v1/apikeys", axum::routing::post(create_key))
         .route("/v1/apikeys/{id}", delete(revoke_key))
-        .route("/v1/openapi.json", get(super::openapi::get_openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// Checks the bearer key, its scope and its rate.
-pub async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     needs: Scope,
@@ -193,7 +189,7 @@ fn check_range(since: Option<i64>, until: Option<i64>) -> Result<(), ApiError> {
 /// `GET /v1/calls` parameters.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListCallsParams {
+pub(crate) struct ListCallsParams {
     /// `in-progress`, `completed`, `failed`, `busy`, `no-answer`, `canceled`.
     status: Option<String>,
     /// Caller number (any spelling: 098…, +91 98…, 98…).
@@ -206,6 +202,10 @@ pub struct ListCallsParams {
     until: Option<String>,
     /// Has an accepted intent of this name (`order_status`, `cancel_order`, …).
     intent: Option<String>,
+    /// Ended for this reason: `hangup`, `completed_by_bot`, `handed_off`, `caller_silent`,
+    /// `idle_timeout`, `max_duration`, `socket_lost`, `shutdown`, `pipeline_ended`, `failed`,
+    /// `start_failed`.
+    end_reason: Option<String>,
     /// From the previous page's `next_cursor`.
     cursor: Option<String>,
     /// Page size, 1–200 (default 50).
@@ -214,7 +214,7 @@ pub struct ListCallsParams {
 
 /// A page of calls.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CallPage {
+pub(crate) struct CallPage {
     /// Newest first.
     pub items: Vec<CallSummary>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -223,7 +223,7 @@ pub struct CallPage {
 
 /// A page of actions.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ActionPage {
+pub(crate) struct ActionPage {
     /// Newest first.
     pub items: Vec<ActionRow>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -232,7 +232,7 @@ pub struct ActionPage {
 
 /// A call's transcript.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Transcript {
+pub(crate) struct Transcript {
     /// The call's id.
     pub call_id: String,
     /// Final segments, in order.
@@ -241,14 +241,14 @@ pub struct Transcript {
 
 /// An error body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// `{code, message}`.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `rate_limited`, `too_large`,
     /// `unavailable`.
     pub code: String,
@@ -261,7 +261,7 @@ pub struct ErrorDetail {
     security(("bearer" = ["read"])),
     responses((status = 200, body = CallPage), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn list_calls(
+pub(crate) async fn list_calls(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Result<Query<ListCallsParams>, QueryRejection>,
@@ -288,8 +288,19 @@ pub async fn list_calls(
             CALL_STATUSES.join(", ")
         )));
     }
+    let end_reason = short("end_reason", p.end_reason.as_deref())?;
+    if let Some(r) = end_reason.as_deref()
+        && CallEnd::from_label(r).is_none()
+    {
+        let known: Vec<&str> = CallEnd::ALL.iter().map(|e| e.label()).collect();
+        return Err(ApiError::bad_request(format!(
+            "`end_reason` must be one of {}.",
+            known.join(", ")
+        )));
+    }
     let filter = CallFilter {
         status,
+        end_reason,
         from: number("from", p.from.as_deref())?,
         to: number("to", p.to.as_deref())?,
         since_ms: parse_time("since", p.since.as_deref())?,
@@ -327,7 +338,7 @@ fn checked_id(id: &str) -> Result<&str, ApiError> {
     security(("bearer" = ["read"])),
     responses((status = 200, body = CallDetail), (status = 404, body = ErrorBody),
               (status = 401, body = ErrorBody)))]
-pub async fn get_call(
+pub(crate) async fn get_call(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -346,7 +357,7 @@ pub async fn get_call(
     params(("id" = String, Path, description = "UUID or Exotel CallSid")),
     security(("bearer" = ["read"])),
     responses((status = 200, body = Transcript), (status = 404, body = ErrorBody)))]
-pub async fn get_transcript(
+pub(crate) async fn get_transcript(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -367,7 +378,7 @@ pub async fn get_transcript(
 /// `GET /v1/actions` parameters.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListActionsParams {
+pub(crate) struct ListActionsParams {
     /// Of this call (UUID).
     call_id: Option<String>,
     /// This agent (`cancel_order`, `order_status`, `talk_to_human`, …).
@@ -388,7 +399,7 @@ pub struct ListActionsParams {
 #[utoipa::path(get, path = "/v1/actions", params(ListActionsParams),
     security(("bearer" = ["read"])),
     responses((status = 200, body = ActionPage), (status = 400, body = ErrorBody)))]
-pub async fn list_actions(
+pub(crate) async fn list_actions(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Result<Query<ListActionsParams>, QueryRejection>,
@@ -429,7 +440,7 @@ pub async fn list_actions(
 /// `GET /v1/analytics/kpis` parameters.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct KpiParams {
+pub(crate) struct KpiParams {
     /// Start (inclusive): RFC 3339 or epoch ms; default 30 days before `until`.
     since: Option<String>,
     /// End (exclusive): RFC 3339 or epoch ms; default now.
@@ -440,7 +451,7 @@ pub struct KpiParams {
 #[utoipa::path(get, path = "/v1/analytics/kpis", params(KpiParams),
     security(("bearer" = ["read"])),
     responses((status = 200, body = Kpis), (status = 400, body = ErrorBody)))]
-pub async fn get_kpis(
+pub(crate) async fn get_kpis(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Result<Query<KpiParams>, QueryRejection>,
@@ -457,7 +468,7 @@ pub async fn get_kpis(
 /// `POST /v1/apikeys` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewKeyRequest {
+pub(crate) struct NewKeyRequest {
     /// Who or what uses the key.
     name: String,
     /// `read` (default), `write` or `admin`.
@@ -467,7 +478,7 @@ pub struct NewKeyRequest {
 
 /// A key just created: `key` is shown this once.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NewKeyResponse {
+pub(crate) struct NewKeyResponse {
     /// The key's id (to revoke it).
     pub id: String,
     /// Its name.
@@ -482,7 +493,7 @@ pub struct NewKeyResponse {
 #[utoipa::path(post, path = "/v1/apikeys", request_body = NewKeyRequest,
     security(("bearer" = ["admin"])),
     responses((status = 201, body = NewKeyResponse), (status = 403, body = ErrorBody)))]
-pub async fn create_key(
+pub(crate) async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<NewKeyRequest>, JsonRejection>,
@@ -525,7 +536,7 @@ pub async fn create_key(
     params(("id" = String, Path, description = "The key's id")),
     security(("bearer" = ["admin"])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn revoke_key(
+pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -536,11 +547,6 @@ pub async fn revoke_key(
     } else {
         Err(ApiError::not_found("API key"))
     }
-}
-
-/// Builds the limiter for `quota`.
-pub fn limiter(quota: governor::Quota) -> Arc<KeyLimiter> {
-    Arc::new(governor::RateLimiter::keyed(quota))
 }
 
 #[cfg(test)]

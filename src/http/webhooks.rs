@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -18,12 +19,13 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::http::state::AppState;
 use crate::store::write::is_terminal;
-use crate::store::{Webhook, WebhookKind, WebhookOutcome, normalize_number, now_ms};
+use crate::store::{Webhook, WebhookKind, WebhookOutcome, now_ms};
+use crate::vocab::normalize_number;
 
 /// Largest callback body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// Most fields one callback may carry.
 const MAX_FIELDS: usize = 200;
 /// Longest field name.
@@ -34,7 +36,7 @@ const MAX_VALUE: usize = 4096;
 const PLACEHOLDER_END: &str = "1970-01-01 05:30:00";
 
 /// The webhook routes.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/exotel/status", post(post_status))
         .route("/v1/exotel/passthru", get(get_passthru).post(post_passthru))
@@ -43,7 +45,7 @@ pub fn router() -> Router<AppState> {
 
 /// Callback fields with lower-cased names; nested objects become `parent[child]`.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Fields(BTreeMap<String, String>);
+pub(crate) struct Fields(BTreeMap<String, String>);
 
 impl Fields {
     /// Adds a field; a later value for the same name wins.
@@ -90,7 +92,7 @@ impl Fields {
     }
 
     /// Adds `a=b&c=d` pairs (query string or form body).
-    pub fn add_form(&mut self, raw: &[u8]) -> Result<(), ApiError> {
+    pub(crate) fn add_form(&mut self, raw: &[u8]) -> Result<(), ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw)
             .map_err(|_| ApiError::bad_request("The body is not valid form data."))?;
         for (k, v) in pairs {
@@ -100,7 +102,7 @@ impl Fields {
     }
 
     /// Adds a JSON object's fields.
-    pub fn add_json(&mut self, raw: &[u8]) -> Result<(), ApiError> {
+    pub(crate) fn add_json(&mut self, raw: &[u8]) -> Result<(), ApiError> {
         let value: Value = serde_json::from_slice(raw)
             .map_err(|_| ApiError::bad_request("The body is not valid JSON."))?;
         if !value.is_object() {
@@ -110,7 +112,7 @@ impl Fields {
     }
 
     /// The first of `names` present with a value (not empty, not `null`), trimmed.
-    pub fn get(&self, names: &[&str]) -> Option<&str> {
+    pub(crate) fn get(&self, names: &[&str]) -> Option<&str> {
         names.iter().find_map(|n| {
             self.0
                 .get(*n)
@@ -139,7 +141,7 @@ impl Fields {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in IST (Exotel's format) or RFC 3339 → epoch ms.
-pub fn exotel_time(text: &str) -> Option<i64> {
+pub(crate) fn exotel_time(text: &str) -> Option<i64> {
     use time::format_description::well_known::Rfc3339;
     use time::macros::format_description;
     if text == PLACEHOLDER_END {
@@ -161,7 +163,7 @@ fn seconds(text: Option<&str>) -> Option<i64> {
 }
 
 /// Builds the event from a callback's fields.
-pub fn parse_webhook(
+pub(crate) fn parse_webhook(
     kind: WebhookKind,
     fields: &Fields,
     received_ms: i64,
@@ -264,7 +266,7 @@ async fn handle(
     query: Option<String>,
     headers: &HeaderMap,
     body: Option<Result<Bytes, BytesRejection>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let result = apply(&state, kind, query, headers, body).await;
     let outcome = match &result {
         Ok((outcome, _)) => outcome.label(),
@@ -273,16 +275,37 @@ async fn handle(
         Err(_) => "bad",
     };
     state
-        .session
+        .calls_config
         .metrics
         .webhooks
         .get_or_create(&[("kind", kind.label()), ("outcome", outcome)])
         .inc();
     let (outcome, call_sid) = result?;
-    Ok(Json(json!({
+    let body = Json(json!({
         "status": outcome.label(),
         "call_id": crate::store::call_id_for_sid(&call_sid),
-    })))
+    }));
+    // Passthru after the Voicebot applet branches on the status: 302 for a call the bot
+    // handed to a person (the flow's Connect applet), 200 otherwise (PROTOCOLS.md §2.4).
+    if kind == WebhookKind::Passthru && handed_off(&state, &call_sid).await {
+        return Ok((StatusCode::FOUND, body).into_response());
+    }
+    Ok(body.into_response())
+}
+
+/// This server's memory first (the flow asks the moment the stream closes, before the call's
+/// record may be written), then the database (another instance took the call).
+async fn handed_off(state: &AppState, call_sid: &str) -> bool {
+    if state.calls_config.hand_offs.contains(call_sid) {
+        return true;
+    }
+    match state.db.was_handed_off(call_sid).await {
+        Ok(handed) => handed,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot tell whether the call was handed off; answering 200.");
+            false
+        }
+    }
 }
 
 async fn apply(
@@ -333,7 +356,7 @@ async fn post_status(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     handle(state, WebhookKind::Status, query, &headers, Some(body)).await
 }
 
@@ -341,7 +364,7 @@ async fn get_passthru(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     handle(state, WebhookKind::Passthru, query, &headers, None).await
 }
 
@@ -350,7 +373,7 @@ async fn post_passthru(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     handle(state, WebhookKind::Passthru, query, &headers, Some(body)).await
 }
 

@@ -9,37 +9,11 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::normalize::{Token, TokenKind, norm_word, tokenize};
 use super::numbers::Span;
-
-/// The entities of one utterance (the first of each type).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entities {
-    /// Order number, digits only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
-    /// 10-digit Indian mobile number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    /// 6-digit pincode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pincode: Option<String>,
-    /// Rupees, integer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub amount: Option<String>,
-}
-
-impl Entities {
-    /// Whether none was found.
-    pub fn is_empty(&self) -> bool {
-        self.order_id.is_none()
-            && self.phone.is_none()
-            && self.pincode.is_none()
-            && self.amount.is_none()
-    }
-}
+pub use crate::vocab::Entities;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

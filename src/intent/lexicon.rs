@@ -10,7 +10,7 @@ use super::{INTENTS, Intent};
 /// How strongly a cue speaks for its intent.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scoring {
+pub(crate) struct Scoring {
     /// Weight of `strong` cues.
     pub strong: f32,
     /// Weight of `medium` cues.
@@ -64,7 +64,7 @@ struct File {
 
 /// One word of a phrase.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WordPat {
+pub(crate) enum WordPat {
     /// `=word`: this normal form only.
     Exact(String),
     /// A word: normal form, skeleton (when distinctive) or one typo (when ≥ 6 letters).
@@ -82,7 +82,7 @@ pub enum WordPat {
 
 impl WordPat {
     /// Whether `t` is this word.
-    pub fn matches(&self, t: &Token) -> bool {
+    pub(crate) fn matches(&self, t: &Token) -> bool {
         if t.kind != TokenKind::Word {
             return false;
         }
@@ -101,7 +101,7 @@ impl WordPat {
 
 /// A cue phrase.
 #[derive(Debug, Clone)]
-pub struct Phrase {
+pub(crate) struct Phrase {
     /// Its words.
     pub words: Vec<WordPat>,
     /// The intent it speaks for.
@@ -119,7 +119,7 @@ pub struct Phrase {
 
 /// The compiled lexicon.
 #[derive(Debug, Clone)]
-pub struct Lexicon {
+pub(crate) struct Lexicon {
     /// Weights and calibration.
     pub scoring: Scoring,
     /// Tie order: rank per intent (lower wins).
@@ -160,7 +160,7 @@ fn deletions(word: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Damerau–Levenshtein distance ≤ 1 (ASCII normal forms).
-pub fn within_one_edit(a: &str, b: &str) -> bool {
+pub(crate) fn within_one_edit(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a == b {
         return true;
@@ -183,7 +183,7 @@ pub fn within_one_edit(a: &str, b: &str) -> bool {
 
 impl Lexicon {
     /// Reads and compiles a lexicon file.
-    pub fn parse(text: &str) -> Result<Lexicon, String> {
+    pub(crate) fn parse(text: &str) -> Result<Lexicon, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut aliases = HashMap::new();
         for (canonical, variants) in &file.aliases {
@@ -334,7 +334,7 @@ impl Lexicon {
     }
 
     /// Applies the alias table to a token (its normal form and skeleton).
-    pub fn alias(&self, mut t: Token) -> Token {
+    pub(crate) fn alias(&self, mut t: Token) -> Token {
         if t.kind == TokenKind::Word
             && let Some(c) = self.aliases.get(&t.norm)
         {
@@ -349,7 +349,7 @@ impl Lexicon {
     }
 
     /// Candidate phrases starting at `t`.
-    pub fn candidates(&self, t: &Token, out: &mut Vec<u32>) {
+    pub(crate) fn candidates(&self, t: &Token, out: &mut Vec<u32>) {
         out.clear();
         if t.kind != TokenKind::Word {
             return;

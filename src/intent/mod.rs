@@ -14,111 +14,21 @@
 
 pub mod cli;
 pub mod entities;
-pub mod lexicon;
-pub mod normalize;
-pub mod numbers;
+pub(crate) mod lexicon;
+pub(crate) mod normalize;
+pub(crate) mod numbers;
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
-use entities::{Entities, EntityRules};
+use entities::EntityRules;
+
+pub use crate::vocab::{Alternative, Entities, INTENTS, Intent};
 use lexicon::{Lexicon, WordPat};
 use normalize::{Token, TokenKind, tokenize};
 use numbers::NumberWords;
-
-/// The twelve labels (`intents/README.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Intent {
-    /// Where is my order.
-    OrderStatus,
-    /// Cancel an order.
-    CancelOrder,
-    /// Return, exchange, replacement.
-    ReturnRequest,
-    /// Where is my refund.
-    RefundStatus,
-    /// Change or correct the address.
-    AddressChange,
-    /// Deliver on another day or time.
-    RescheduleDelivery,
-    /// A person, please.
-    TalkToHuman,
-    /// Yes.
-    Affirm,
-    /// No.
-    Deny,
-    /// Hello.
-    Greeting,
-    /// Bye.
-    Goodbye,
-    /// Anything else.
-    Unknown,
-}
-
-/// Every intent, in `Intent as usize` order.
-pub const INTENTS: [Intent; 12] = [
-    Intent::OrderStatus,
-    Intent::CancelOrder,
-    Intent::ReturnRequest,
-    Intent::RefundStatus,
-    Intent::AddressChange,
-    Intent::RescheduleDelivery,
-    Intent::TalkToHuman,
-    Intent::Affirm,
-    Intent::Deny,
-    Intent::Greeting,
-    Intent::Goodbye,
-    Intent::Unknown,
-];
-
-impl Intent {
-    /// The label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Intent::OrderStatus => "order_status",
-            Intent::CancelOrder => "cancel_order",
-            Intent::ReturnRequest => "return_request",
-            Intent::RefundStatus => "refund_status",
-            Intent::AddressChange => "address_change",
-            Intent::RescheduleDelivery => "reschedule_delivery",
-            Intent::TalkToHuman => "talk_to_human",
-            Intent::Affirm => "affirm",
-            Intent::Deny => "deny",
-            Intent::Greeting => "greeting",
-            Intent::Goodbye => "goodbye",
-            Intent::Unknown => "unknown",
-        }
-    }
-
-    /// The intent with this label.
-    pub fn from_name(name: &str) -> Option<Intent> {
-        INTENTS.into_iter().find(|i| i.name() == name)
-    }
-
-    /// A request about the store (not a dialogue act such as yes, no, hello, bye).
-    pub fn is_request(self) -> bool {
-        (self as usize) <= Intent::TalkToHuman as usize
-    }
-}
-
-impl std::fmt::Display for Intent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A runner-up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alternative {
-    /// The label.
-    pub intent: Intent,
-    /// Its probability.
-    pub confidence: f32,
-}
 
 /// What the caller meant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

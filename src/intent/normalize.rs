@@ -86,7 +86,7 @@ impl Token {
 }
 
 /// Splits an utterance into tokens.
-pub fn tokenize(text: &str) -> Vec<Token> {
+pub(crate) fn tokenize(text: &str) -> Vec<Token> {
     let mut out = Vec::with_capacity(16);
     let mut word = String::new();
     let mut deva = String::new();
@@ -149,13 +149,13 @@ pub fn tokenize(text: &str) -> Vec<Token> {
 }
 
 /// Normalises one lexicon word (Latin or Devanagari) to its `norm` form.
-pub fn norm_word(word: &str) -> String {
+pub(crate) fn norm_word(word: &str) -> String {
     let roman = romanize_word(word);
     fold_aspirates(&light(&roman))
 }
 
 /// Normalises one word to its `light` form (aspiration kept).
-pub fn light_word(word: &str) -> String {
+pub(crate) fn light_word(word: &str) -> String {
     light(&romanize_word(word))
 }
 

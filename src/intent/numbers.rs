@@ -17,7 +17,7 @@ use super::normalize::{Token, TokenKind, light_word};
 
 /// The number words, keyed by `light` form.
 #[derive(Debug, Clone, Default)]
-pub struct NumberWords {
+pub(crate) struct NumberWords {
     words: HashMap<String, Word>,
 }
 
@@ -60,7 +60,7 @@ struct WordList {
 
 impl NumberWords {
     /// Reads the TOML table (`data/intent/numbers.toml`'s format).
-    pub fn parse(text: &str) -> Result<NumberWords, String> {
+    pub(crate) fn parse(text: &str) -> Result<NumberWords, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let weak: Vec<String> = file.weak.words.iter().map(|w| light_word(w)).collect();
         let is_weak = |w: &str| weak.iter().any(|x| x == w);
@@ -129,14 +129,6 @@ impl NumberWords {
         }
         self.words.get(&t.light).copied()
     }
-
-    /// Whether the token is a number word of any kind.
-    pub fn is_number_word(&self, t: &Token) -> bool {
-        matches!(
-            self.word(t),
-            Some(Word::Unit { .. } | Word::Multiplier { .. } | Word::Times(_) | Word::Plus(_))
-        )
-    }
 }
 
 /// A number found in an utterance: tokens `start..end`, as digits.
@@ -181,7 +173,7 @@ impl Group {
 }
 
 /// Every number in `tokens`, in order.
-pub fn find(words: &NumberWords, tokens: &[Token]) -> Vec<Span> {
+pub(crate) fn find(words: &NumberWords, tokens: &[Token]) -> Vec<Span> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < tokens.len() {

@@ -15,15 +15,23 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::future::Future;
+
 use tokio::task::JoinSet;
 
-use crate::agents::{AgentConfig, AgentName, Args, Orchestrator, Outcome, Status};
-use crate::format::{Caps, Format};
-use crate::frame::{Control, Event, Frame};
-use crate::intent::Intent;
-use crate::pipeline::{BusKind, Peers};
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, NodeCtx, Runnable, StageError, TaskIo, TaskStage};
+use crate::commerce::confirm::{self, Answer};
+use crate::commerce::ledger::Actions;
+use crate::metrics::AgentRuns;
+use crate::commerce::shop::Shopify;
+use crate::commerce::agents::{AgentConfig, AgentName, Args, Orchestrator, Outcome, ActionStatus};
+use crate::engine::format::{Caps, Format};
+use crate::engine::frame::{Control, Event, Frame};
+use crate::vocab::Intent;
+use crate::engine::bus::{BusKind, SignalKind};
+use crate::engine::edge::Peers;
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, NodeCtx, Runnable, StageError, TaskIo, TaskStage, ToolSpec};
 
 fn d_run_timeout_ms() -> u64 {
     8000
@@ -39,7 +47,8 @@ fn d_max_runs() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
-    /// The agents this call may run (others are refused).
+    /// The agents this call may run (others are refused). They are also the tools the
+    /// `realtime` stage whose `tool_calls` feed this stage declares to the model.
     pub agents: Vec<String>,
     /// Start runs from accepted caller intents too (not only from tool calls).
     #[serde(default)]
@@ -60,6 +69,8 @@ pub struct AgentSpec {
 /// The orchestrator stage.
 pub struct Agent {
     orchestrator: Arc<Orchestrator>,
+    /// The server's count of runs (none outside a server).
+    counted: Option<AgentRuns>,
     allowed: Vec<AgentName>,
     act_on_intents: bool,
     reply_to: Option<String>,
@@ -88,7 +99,8 @@ impl StageKind for Agent {
             .map(|a| Invalid {
                 key: "agents",
                 message: format!(
-                    "`{a}` is not an agent (order_status, cancel_order, return_request, refund_status, address_change, reschedule_delivery, talk_to_human)"
+                    "`{a}` is not an agent ({})",
+                    crate::commerce::catalog::names()
                 ),
             })
             .collect();
@@ -107,7 +119,16 @@ impl StageKind for Agent {
         invalid
     }
 
-    fn negotiate(_: &AgentSpec, _: &[Format], _: &CompileOptions) -> Result<Negotiated, String> {
+    /// The agents it runs, offered as tools to the stage whose tool calls it reads.
+    fn tools(spec: &AgentSpec) -> Vec<ToolSpec> {
+        spec.agents
+            .iter()
+            .filter_map(|a| AgentName::from_name(a))
+            .map(|a| crate::commerce::catalog::entry(a).tool())
+            .collect()
+    }
+
+    fn negotiate(_: &AgentSpec, _: &[Format], _: &CompileOptions) -> Result<Negotiated, NegotiateError> {
         Ok(Negotiated::none())
     }
 
@@ -118,14 +139,24 @@ impl StageKind for Agent {
             ..AgentConfig::default()
         };
         let call = ctx.call.call_id.as_deref().unwrap_or("call");
-        let orchestrator = Orchestrator::new(
-            ctx.services.shopify.clone(),
+        // The process's ledger (the call-records database in a server); a ledger of this
+        // call's own where there is none (replay, tests).
+        let actions = ctx
+            .services
+            .get::<Arc<Actions>>()
+            .cloned()
+            .unwrap_or_else(Actions::in_memory);
+        let orchestrator = Orchestrator::recorded(
+            ctx.services.get::<Arc<Shopify>>().cloned(),
             call,
+            ctx.call.record_id.as_deref().unwrap_or(call),
             ctx.call.caller.as_deref(),
             config,
+            actions,
         );
         Ok(Runnable::Task(Box::new(Agent {
             orchestrator,
+            counted: ctx.services.get::<AgentRuns>().cloned(),
             allowed: spec
                 .agents
                 .iter()
@@ -153,6 +184,75 @@ struct Done {
     outcome: Outcome,
 }
 
+/// What the caller hears when a run broke (it panicked): honest, and the model is not left
+/// waiting on its function call.
+const RUN_BROKE: &str = "Something went wrong on our side and I could not do that just now. Please try again, or I can connect you to a person.";
+
+/// How a run ended, for `caly_agent_runs_total`: its status, or how it could not answer.
+fn result_label(outcome: &Outcome) -> &'static str {
+    match outcome.details.get("error").and_then(serde_json::Value::as_str) {
+        Some("timeout") => "timeout",
+        Some("run_broke") => "panicked",
+        _ => outcome.status.name(),
+    }
+}
+
+/// The stage's agent runs. Every run ends in a [`Done`], one that panicked too, so every tool
+/// call gets its answer.
+#[derive(Default)]
+struct Runs {
+    set: JoinSet<Done>,
+    /// What each running task answers, for when it cannot answer itself.
+    started: HashMap<tokio::task::Id, (AgentName, Reply)>,
+}
+
+impl Runs {
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    fn spawn(&mut self, agent: AgentName, reply: Reply, run: impl Future<Output = Outcome> + Send + 'static) {
+        let answer = reply.clone();
+        let handle = self.set.spawn(tracing::Instrument::in_current_span(async move {
+            Done {
+                agent,
+                reply: answer,
+                outcome: run.await,
+            }
+        }));
+        self.started.insert(handle.id(), (agent, reply));
+    }
+
+    /// The next run to end; `None` when none is running.
+    async fn next(&mut self) -> Option<Done> {
+        match self.set.join_next_with_id().await? {
+            Ok((id, done)) => {
+                self.started.remove(&id);
+                Some(done)
+            }
+            Err(e) => {
+                let (agent, reply) = self.started.remove(&e.id())?;
+                tracing::error!(agent = agent.name(), panicked = e.is_panic(), "An agent run broke; the caller is told, the call goes on.");
+                Some(Done {
+                    agent,
+                    reply,
+                    outcome: Outcome::new(ActionStatus::Failed, RUN_BROKE)
+                        .with(serde_json::json!({"error": "run_broke"})),
+                })
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.set.shutdown().await;
+        self.started.clear();
+    }
+}
+
 impl Agent {
     fn reply(&self, peers: &Peers, ctx: &NodeCtx, done: &Done) {
         let control = match &done.reply {
@@ -170,127 +270,125 @@ impl Agent {
             tracing::warn!(agent = done.agent.name(), "No stage took the agent's answer.");
         }
         let order = done.outcome.order.clone();
-        let key = self
-            .orchestrator
-            .key(done.agent, order.as_deref().unwrap_or("-"), None);
+        // The key the run acted under (it names the change: the new address, the day), so two
+        // different changes to one order are two records; the plain one for answers without
+        // a side effect.
+        let key = done.outcome.key.clone().unwrap_or_else(|| {
+            self.orchestrator
+                .key(done.agent, order.as_deref().unwrap_or("-"), None)
+        });
         ctx.publish(BusKind::Event(Event::ActionTaken {
             action: done.agent.name().into(),
             order,
             key,
             status: done.outcome.status.name().into(),
             detail: done.outcome.message.clone(),
+            recorded: done.outcome.ledger_row.is_some(),
         }));
         tracing::info!(
             agent = done.agent.name(),
             status = done.outcome.status.name(),
             "Agent run finished."
         );
+        if let Some(counted) = &self.counted {
+            counted.count(done.agent.name(), result_label(&done.outcome));
+        }
+        // A person was asked for and the model has been told to say so: the call controller
+        // closes the stream once that has played, and the provider's flow connects a person.
+        if done.agent == AgentName::TalkToHuman && done.outcome.status == ActionStatus::Done {
+            ctx.signal(SignalKind::HandOff {
+                reason: "the caller asked for a person".into(),
+            });
+        }
     }
 
-    fn start(&self, runs: &mut JoinSet<Done>, agent: AgentName, args: Args, reply: Reply) -> Option<Done> {
+    fn start(&self, runs: &mut Runs, agent: AgentName, args: Args, reply: Reply) -> Option<Done> {
         if !self.allowed.contains(&agent) {
             return Some(Done {
                 agent,
                 reply,
-                outcome: Outcome {
-                    status: Status::Refused,
-                    message: "That is not something I can do on this line.".into(),
-                    order: None,
-                    details: serde_json::Value::Null,
-                },
+                outcome: Outcome::new(ActionStatus::Refused, "That is not something I can do on this line."),
             });
         }
         if runs.len() >= self.max_runs {
             return Some(Done {
                 agent,
                 reply,
-                outcome: Outcome {
-                    status: Status::Failed,
-                    message: "I'm still working on the previous request; please hold on a moment.".into(),
-                    order: None,
-                    details: serde_json::Value::Null,
-                },
+                outcome: Outcome::new(ActionStatus::Failed, "I'm still working on the previous request; please hold on a moment."),
             });
         }
         let orchestrator = Arc::clone(&self.orchestrator);
-        runs.spawn(tracing::Instrument::in_current_span(async move {
-            let outcome = orchestrator.run(agent, args).await;
-            Done {
-                agent,
-                reply,
-                outcome,
-            }
-        }));
+        runs.spawn(agent, reply, async move { orchestrator.run(agent, args).await });
         None
     }
 
-    fn on_event(&self, event: &Event, runs: &mut JoinSet<Done>) -> Option<Done> {
+    fn on_event(&self, event: &Event, runs: &mut Runs) -> Option<Done> {
         match event {
             Event::ToolCall {
                 call_id,
                 name,
                 arguments,
+                turns_begun,
             } => {
                 let reply = Reply::Tool(call_id.clone());
                 let Some(agent) = AgentName::from_name(name) else {
                     return Some(Done {
                         agent: AgentName::TalkToHuman,
                         reply,
-                        outcome: Outcome {
-                            status: Status::Refused,
-                            message: format!("There is no tool named {name}."),
-                            order: None,
-                            details: serde_json::Value::Null,
-                        },
+                        outcome: Outcome::new(ActionStatus::Refused, format!("There is no tool named {name}.")),
                     });
                 };
-                self.start(runs, agent, Args::from_json(arguments), reply)
+                let args = Args {
+                    asked_in_turn: *turns_begun,
+                    ..Args::from_json(arguments)
+                };
+                self.start(runs, agent, args, reply)
             }
             Event::IntentDetected {
                 intent,
+                confidence,
                 entities,
+                text,
                 is_final: true,
                 accepted,
+                turn,
                 ..
             } => {
                 self.orchestrator.heard(entities);
-                if !accepted {
-                    return None;
-                }
-                match intent {
-                    Intent::Affirm => {
-                        let confirmed = self.orchestrator.affirmed();
-                        if self.act_on_intents
-                            && let Some((agent, args)) = confirmed
-                        {
+                // An action waiting for a yes is confirmed only by a clear one and dropped only
+                // by a clear no; anything else leaves it open (the bot asks again).
+                if let Some(waiting) = self.orchestrator.proposed() {
+                    match confirm::judge(text, *intent, *confidence, waiting) {
+                        Answer::Yes => {
+                            let confirmed = self.orchestrator.affirmed(text, *turn);
+                            let (agent, args) = confirmed.filter(|_| self.act_on_intents)?;
                             return self.start(runs, agent, args, Reply::Speak);
                         }
-                        None
-                    }
-                    Intent::Deny => {
-                        let dropped = self.orchestrator.denied();
-                        if self.act_on_intents
-                            && let Some(agent) = dropped
-                        {
+                        Answer::No => {
+                            let dropped = self.orchestrator.denied();
+                            let agent = dropped.filter(|_| self.act_on_intents)?;
                             return Some(Done {
                                 agent,
                                 reply: Reply::Speak,
-                                outcome: Outcome {
-                                    status: Status::Declined,
-                                    message: "Okay, I won't go ahead with that.".into(),
-                                    order: None,
-                                    details: serde_json::Value::Null,
-                                },
+                                outcome: Outcome::new(ActionStatus::Declined, "Okay, I won't go ahead with that."),
                             });
                         }
-                        None
+                        Answer::Unclear if matches!(intent, Intent::Affirm | Intent::Deny) => {
+                            return None;
+                        }
+                        Answer::Unclear => {}
                     }
-                    other if self.act_on_intents => {
-                        let agent = AgentName::for_intent(*other)?;
-                        self.start(runs, agent, Args::default(), Reply::Speak)
-                    }
-                    _ => None,
                 }
+                if !accepted || !self.act_on_intents {
+                    return None;
+                }
+                // A request of its own (a yes or a no with nothing waiting is nothing).
+                let agent = AgentName::for_intent(*intent)?;
+                let args = Args {
+                    asked_in_turn: *turn,
+                    ..Args::default()
+                };
+                self.start(runs, agent, args, Reply::Speak)
             }
             _ => None,
         }
@@ -300,7 +398,7 @@ impl Agent {
 impl TaskStage for Agent {
     fn run(self: Box<Self>, mut io: TaskIo) -> BoxFuture<'static, Result<(), StageError>> {
         async move {
-            let mut runs: JoinSet<Done> = JoinSet::new();
+            let mut runs = Runs::default();
             loop {
                 tokio::select! {
                     item = io.input.next() => {
@@ -312,14 +410,8 @@ impl TaskStage for Agent {
                             }
                         }
                     }
-                    Some(joined) = runs.join_next(), if !runs.is_empty() => {
-                        match joined {
-                            Ok(done) => self.reply(&io.peers, &io.ctx, &done),
-                            Err(e) if e.is_panic() => {
-                                tracing::error!("An agent run panicked; the call goes on.");
-                            }
-                            Err(_) => {}
-                        }
+                    Some(done) = runs.next(), if !runs.is_empty() => {
+                        self.reply(&io.peers, &io.ctx, &done);
                     }
                     control = io.control.recv() => {
                         if control.is_none() {
@@ -336,5 +428,39 @@ impl TaskStage for Agent {
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_that_panics_still_gets_its_answer() {
+        let mut runs = Runs::default();
+        runs.spawn(AgentName::CancelOrder, Reply::Tool("call_1".into()), async {
+            panic!("a bug in an agent")
+        });
+        runs.spawn(AgentName::OrderStatus, Reply::Tool("call_2".into()), async {
+            Outcome::new(ActionStatus::Done, "Shipped.")
+        });
+        let mut answered = Vec::new();
+        while let Some(done) = runs.next().await {
+            let Reply::Tool(call) = &done.reply else {
+                panic!("a tool call's run answers the tool call")
+            };
+            answered.push((call.clone(), done.agent, done.outcome.status));
+            let expected = if done.agent == AgentName::CancelOrder { "panicked" } else { "done" };
+            assert_eq!(result_label(&done.outcome), expected, "counted by how it ended");
+        }
+        answered.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            answered,
+            [
+                ("call_1".to_owned(), AgentName::CancelOrder, ActionStatus::Failed),
+                ("call_2".to_owned(), AgentName::OrderStatus, ActionStatus::Done),
+            ]
+        );
+        assert!(runs.started.is_empty(), "nothing left behind");
     }
 }

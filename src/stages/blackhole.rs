@@ -6,11 +6,11 @@
 
 use serde::Deserialize;
 
-use crate::format::{Caps, Format};
-use crate::frame::Frame;
-use crate::pipeline::BusKind;
-use crate::registry::{CompileOptions, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::engine::format::{Caps, Format};
+use crate::engine::frame::Frame;
+use crate::engine::bus::BusKind;
+use crate::engine::registry::{CompileOptions, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 
 /// Parameters of `blackhole`.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,14 +33,14 @@ impl StageKind for Blackhole {
     const EXAMPLE: &'static str = "";
     const ROLE: Role = Role::Sink;
     const MAX_INPUTS: usize = 16;
-    const TEST_ONLY: bool = true;
+    const TOOL: bool = true;
     type Spec = BlackholeSpec;
 
     fn input_caps(_: &BlackholeSpec) -> Caps {
         Caps::Any
     }
 
-    fn negotiate(_: &BlackholeSpec, _: &[Format], _: &CompileOptions) -> Result<Negotiated, String> {
+    fn negotiate(_: &BlackholeSpec, _: &[Format], _: &CompileOptions) -> Result<Negotiated, NegotiateError> {
         Ok(Negotiated::none())
     }
 

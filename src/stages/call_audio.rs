@@ -1,16 +1,16 @@
 //! `call_audio`: the source the transport feeds with the caller's audio bytes.
 //!
 //! Encoded audio (pcm16le from Exotel) out, nothing in: the transport pushes frames through
-//! [`crate::pipeline::SourceHandle`]. The rate is the stream's, from Exotel's `?sample-rate=`,
+//! [`crate::engine::pipeline::SourceHandle`]. The rate is the stream's, from Exotel's `?sample-rate=`,
 //! given to the compiler per call ([`CompileOptions::source_rate`]); `sample_rate` here is the
 //! default when none is given. Adds no delay.
 
 use serde::Deserialize;
 
-use crate::format::{Caps, Encoding, Format};
-use crate::frame::Frame;
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::engine::format::{Caps, Encoding, Format};
+use crate::engine::frame::Frame;
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 
 const DEFAULT_SAMPLE_RATE: u32 = 8000;
 
@@ -77,13 +77,14 @@ impl StageKind for CallAudio {
         spec: &CallAudioSpec,
         _inputs: &[Format],
         options: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         let rate = options.source_rate.unwrap_or(spec.sample_rate);
         if !spec.accept_rates.contains(&rate) {
             return Err(format!(
                 "the call asked for {rate} Hz, which is not one of accept_rates {:?}",
                 spec.accept_rates
-            ));
+            )
+            .into());
         }
         Ok(Negotiated::out(Format::encoded(spec.encoding, rate)))
     }

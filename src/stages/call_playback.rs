@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::format::{AudioFormat, Caps, Encoding, Format};
-use crate::frame::{Control, Event, Frame, Packet};
-use crate::registry::{CompileOptions, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
-use crate::stages::StreamResampler;
+use crate::engine::format::{AudioFormat, Caps, Encoding, Format};
+use crate::engine::frame::{Control, Event, Frame, Packet};
+use crate::engine::registry::{CompileOptions, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::stages::resample::StreamResampler;
 use crate::stages::resample::RESAMPLE_RATES;
 
 const DEFAULT_SAMPLE_RATE: u32 = 8000;
@@ -59,7 +59,7 @@ impl StageKind for CallPlayback {
         spec: &CallPlaybackSpec,
         inputs: &[Format],
         options: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         let Some(Format::Audio(a)) = inputs.first() else {
             return Err("call_playback needs PCM16 audio".into());
         };

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::format::{Caps, Format};
-use crate::frame::{Event, Frame, Speaker, TextChunk};
+use crate::engine::format::{Caps, Format};
+use crate::engine::frame::{Event, Frame, Speaker, TextChunk};
 use crate::intent::{Classifier, Intent};
-use crate::pipeline::BusKind;
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::engine::bus::BusKind;
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 
 fn d_min_confidence() -> f32 {
     0.6
@@ -74,7 +74,7 @@ impl StageKind for ClassifyIntent {
         _: &ClassifyIntentSpec,
         _: &[Format],
         _: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         Ok(Negotiated::out(Format::Events))
     }
 
@@ -116,6 +116,7 @@ impl ClassifyIntent {
             text: t.text.clone(),
             is_final: t.is_final,
             accepted,
+            turn: t.turn,
         };
         out.publish(BusKind::Event(event.clone()));
         out.push(Frame::Event(&event))
@@ -146,6 +147,7 @@ mod tests {
             text: text.into(),
             is_final,
             speaker,
+            turn: None,
         }
     }
 
@@ -186,6 +188,25 @@ mod tests {
     }
 
     #[test]
+    fn an_intent_names_the_caller_turn_its_words_are_of() {
+        let mut h = Harness::new("classify_intent", "", &[Format::Text]);
+        let t = TextChunk {
+            turn: Some(3),
+            ..said("haan ji cancel kar do", Speaker::Caller, true)
+        };
+        h.push(Frame::Text(&t)).unwrap();
+        let turns: Vec<Option<u64>> = h
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::IntentDetected { turn, .. } => Some(turn),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(turns, [Some(3)]);
+    }
+
+    #[test]
     fn confident_partials_are_reported_once_each() {
         let mut h = Harness::new("classify_intent", "partials = true", &[Format::Text]);
         for (text, fin) in [
@@ -213,8 +234,9 @@ mod tests {
             stage: "intent",
             inputs: &[Format::Text],
             outputs: &[],
-            services: &crate::stage::Services::default(),
-            call: &crate::stage::CallInfo::default(),
+            services: &crate::engine::stage::Services::new(),
+            tools: &[],
+            call: &crate::engine::stage::CallInfo::default(),
         };
         let err = ClassifyIntent::build(&spec, &ctx).err().unwrap();
         assert!(err.to_string().contains("/nonexistent/intent"), "{err}");

@@ -8,10 +8,10 @@
 use serde::Deserialize;
 
 use crate::codec::{ALAW_TO_LINEAR, OpusDecoder, ULAW_TO_LINEAR, opus_max_samples};
-use crate::format::{AudioFormat, Caps, Encoding, Format};
-use crate::frame::{AudioChunk, Frame};
-use crate::registry::{CompileOptions, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::engine::format::{AudioFormat, Caps, Encoding, Format};
+use crate::engine::frame::{AudioChunk, Frame};
+use crate::engine::registry::{CompileOptions, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 
 /// Rates `decode` takes (Opus runs at these; G.711 and PCM at any of them).
 pub const DECODE_RATES: &[u32] = &[8000, 12000, 16000, 24000, 48000];
@@ -56,10 +56,10 @@ impl StageKind for Decode {
         _: &DecodeSpec,
         inputs: &[Format],
         _: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         match inputs.first() {
             Some(Format::Encoded(e)) => Ok(Negotiated::out(Format::audio(e.sample_rate))),
-            other => Err(format!("decode needs encoded audio, got {other:?}")),
+            other => Err(format!("decode needs encoded audio, got {other:?}").into()),
         }
     }
 
@@ -168,7 +168,7 @@ impl Stage for Decode {
 mod tests {
     use super::*;
     use crate::codec::{OpusEncoder, linear_to_alaw, linear_to_ulaw};
-    use crate::format::Encoding;
+    use crate::engine::format::Encoding;
     use crate::testing::{Harness, signal};
 
     fn harness(encoding: Encoding, rate: u32) -> Harness {

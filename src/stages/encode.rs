@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::codec::{OPUS_RATES, OpusEncoder, linear_to_alaw, linear_to_ulaw};
-use crate::format::{AudioFormat, Caps, Encoding, Format};
-use crate::frame::{Frame, Packet};
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::engine::format::{AudioFormat, Caps, Encoding, Format};
+use crate::engine::frame::{Frame, Packet};
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 use crate::stages::decode::DECODE_RATES;
 
 const DEFAULT_BITRATE: u32 = 24_000;
@@ -95,12 +95,12 @@ impl StageKind for Encode {
         spec: &EncodeSpec,
         inputs: &[Format],
         _: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         let Some(Format::Audio(a)) = inputs.first() else {
             return Err("encode needs PCM16 audio".into());
         };
         if spec.encoding == Encoding::Opus && !OPUS_RATES.contains(&a.sample_rate) {
-            return Err(format!("opus cannot run at {} Hz", a.sample_rate));
+            return Err(format!("opus cannot run at {} Hz", a.sample_rate).into());
         }
         let latency = if spec.encoding == Encoding::Opus {
             Duration::from_millis(u64::from(spec.frame_ms))

@@ -10,11 +10,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::format::{AudioFormat, Caps, Format};
-use crate::frame::{AudioChunk, Frame};
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Runnable, StageError, TaskIo, TaskStage};
-use crate::testing::{read_wav_mono, signal};
+use crate::engine::format::{AudioFormat, Caps, Format};
+use crate::engine::frame::{AudioChunk, Frame};
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Runnable, StageError, TaskIo, TaskStage};
+use crate::devtools::signal;
+use crate::devtools::wav::read_wav_mono;
 
 fn default_sample_rate() -> u32 {
     16000
@@ -66,7 +67,7 @@ impl StageKind for Replay {
     const EXAMPLE: &'static str = "sample_rate = 16000\nduration_ms = 200";
     const ROLE: Role = Role::Source;
     const TASK: bool = true;
-    const TEST_ONLY: bool = true;
+    const TOOL: bool = true;
     type Spec = ReplaySpec;
 
     fn input_caps(_: &ReplaySpec) -> Caps {
@@ -90,7 +91,7 @@ impl StageKind for Replay {
         invalid
     }
 
-    fn negotiate(spec: &ReplaySpec, _: &[Format], _: &CompileOptions) -> Result<Negotiated, String> {
+    fn negotiate(spec: &ReplaySpec, _: &[Format], _: &CompileOptions) -> Result<Negotiated, NegotiateError> {
         Ok(Negotiated::out(Format::audio(spec.sample_rate)))
     }
 

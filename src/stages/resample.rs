@@ -12,10 +12,10 @@ use audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use serde::Deserialize;
 
-use crate::format::{AudioFormat, Caps, Format};
-use crate::frame::{AudioChunk, Frame};
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::engine::format::{AudioFormat, Caps, Format};
+use crate::engine::frame::{AudioChunk, Frame};
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
 
 /// Rates `resample` converts between.
 pub const RESAMPLE_RATES: &[u32] = &[8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
@@ -39,6 +39,10 @@ pub(crate) struct StreamResampler {
     delay: usize,
     consumed: u64,
     produced: u64,
+}
+
+fn resampler_failed(e: impl std::fmt::Display) -> StageError {
+    StageError::fatal(format!("resampler failed: {e}"))
 }
 
 impl StreamResampler {
@@ -84,7 +88,7 @@ impl StreamResampler {
         emit: &mut impl FnMut(u64, &[i16]) -> Result<(), E>,
     ) -> Result<(), E>
     where
-        E: From<String>,
+        E: From<StageError>,
     {
         self.consumed += samples.len() as u64;
         while !samples.is_empty() {
@@ -113,7 +117,7 @@ impl StreamResampler {
         emit: &mut impl FnMut(u64, &[i16]) -> Result<(), E>,
     ) -> Result<(), E>
     where
-        E: From<String>,
+        E: From<StageError>,
     {
         if self.consumed == 0 {
             return Ok(());
@@ -129,17 +133,19 @@ impl StreamResampler {
         Ok(())
     }
 
-    fn run(&mut self) -> Result<usize, String> {
+    /// One window through the resampler; the library failing mid-stream is fatal for the call.
+    fn run(&mut self) -> Result<usize, StageError> {
         let need = self.filled;
         self.filled = 0;
         let out_len = self.inner.output_frames_next();
-        let input = InterleavedSlice::new(&self.input[..need], 1, need).map_err(|e| e.to_string())?;
-        let mut output =
-            InterleavedSlice::new_mut(&mut self.output[..out_len], 1, out_len).map_err(|e| e.to_string())?;
+        let input = InterleavedSlice::new(&self.input[..need], 1, need)
+            .map_err(resampler_failed)?;
+        let mut output = InterleavedSlice::new_mut(&mut self.output[..out_len], 1, out_len)
+            .map_err(resampler_failed)?;
         let (_, produced) = self
             .inner
             .process_into_buffer(&input, &mut output, None)
-            .map_err(|e| e.to_string())?;
+            .map_err(resampler_failed)?;
         for (d, s) in self.out_i16.iter_mut().zip(&self.output[..produced]) {
             *d = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
         }
@@ -197,7 +203,7 @@ impl StageKind for Resample {
         spec: &ResampleSpec,
         inputs: &[Format],
         _: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         let Some(Format::Audio(a)) = inputs.first() else {
             return Err("resample needs PCM16 audio".into());
         };

@@ -1,16 +1,18 @@
-//! `tone_responder` (test kind): a stand-in bot until the realtime stage lands. It answers each
+//! `tone_responder` (tool kind): a stand-in bot for load tests and the controller's tests. It answers each
 //! caller turn (`SpeechStopped`) with `turn_ms` of a `turn_hz` tone and each DTMF key with
-//! `dtmf_ms` of a `dtmf_hz` tone, then `ReplyEnded`. Tones of different pitch let a load
+//! `dtmf_ms` of a `dtmf_hz` tone, then `ReplyEnded`, announcing each reply as a model would
+//! (`ReplyAudioStarted`) so the call's latency ledger times it. Tones of different pitch let a load
 //! generator tell a turn's reply from a DTMF probe's. Caller audio in is ignored; PCM16 at
 //! `sample_rate` out. Adds no delay: a reply is emitted whole the moment its trigger arrives.
 
 use serde::Deserialize;
 
-use crate::format::{AudioFormat, Caps, Format};
-use crate::frame::{AudioChunk, Event, Frame};
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
-use crate::testing::signal;
+use crate::engine::bus::BusKind;
+use crate::engine::format::{AudioFormat, Caps, Format};
+use crate::engine::frame::{AudioChunk, Event, Frame};
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::devtools::signal;
 
 fn default_sample_rate() -> u32 {
     24000
@@ -55,6 +57,7 @@ pub struct ToneResponder {
     turn: Vec<i16>,
     dtmf: Vec<i16>,
     produced: u64,
+    replies: u64,
 }
 
 impl StageKind for ToneResponder {
@@ -62,7 +65,7 @@ impl StageKind for ToneResponder {
     const SUMMARY: &'static str = "Test bot: answers each caller turn and DTMF key with a tone.";
     const EXAMPLE: &'static str = "turn_ms = 300";
     const ROLE: Role = Role::Transform;
-    const TEST_ONLY: bool = true;
+    const TOOL: bool = true;
     type Spec = ToneResponderSpec;
 
     fn input_caps(_: &ToneResponderSpec) -> Caps {
@@ -92,7 +95,7 @@ impl StageKind for ToneResponder {
         spec: &ToneResponderSpec,
         _: &[Format],
         _: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         Ok(Negotiated::out(Format::audio(spec.sample_rate)))
     }
 
@@ -103,6 +106,7 @@ impl StageKind for ToneResponder {
             turn: signal::sine(rate, spec.turn_hz, spec.turn_ms as f32 / 1000.0, 0.3),
             dtmf: signal::sine(rate, spec.dtmf_hz, spec.dtmf_ms as f32 / 1000.0, 0.3),
             produced: 0,
+            replies: 0,
         })))
     }
 }
@@ -115,6 +119,12 @@ impl ToneResponder {
         }
         let pts = self.format.duration_of(self.produced);
         self.produced += tone.len() as u64;
+        self.replies += 1;
+        // As a model's first audio of a response would be: the call's latency ledger times the
+        // turn from here.
+        out.publish(BusKind::Event(Event::ReplyAudioStarted {
+            id: format!("tone-{}", self.replies),
+        }));
         out.push(Frame::Audio(AudioChunk {
             pts,
             samples: tone,

@@ -13,12 +13,12 @@ use std::time::Duration;
 use earshot::Detector;
 use serde::Deserialize;
 
-use crate::format::{AudioFormat, Caps, Format};
-use crate::frame::{Event, Frame};
-use crate::pipeline::BusKind;
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
-use crate::stages::StreamResampler;
+use crate::engine::format::{AudioFormat, Caps, Format};
+use crate::engine::frame::{Event, Frame};
+use crate::engine::bus::BusKind;
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
+use crate::stages::resample::StreamResampler;
 
 /// Rates `vad` listens at.
 pub const VAD_RATES: &[u32] = &[8000, 16000, 24000, 48000];
@@ -40,6 +40,10 @@ const MIN_FLOOR_RMS: f32 = 3.3;
 /// Windows the model hears again before it resumes after a rest (192 ms: its own 48 ms context
 /// and enough for its recurrent state to settle), so it decides as if it had never stopped.
 const WARM_UP_WINDOWS: usize = 12;
+/// Digital-silence windows (96 ms) that make a call's start "muted".
+const SILENT_START_WINDOWS: usize = 6;
+/// Spread of levels (6 dB) beyond which sound after a muted start is not steady noise.
+const UNSTEADY_RATIO: f32 = 2.0;
 /// Windows averaged into one noise-floor level.
 const SMOOTH_WINDOWS: usize = 3;
 /// Pre-emphasis coefficient (the usual speech front-end value, as earshot's own).
@@ -126,6 +130,9 @@ pub struct Vad {
     /// Mean squares of the last [`SMOOTH_WINDOWS`] non-silent windows.
     recent: [f32; SMOOTH_WINDOWS],
     recent_seen: usize,
+    /// Digital-silence windows in a row before any other level was heard (a call that
+    /// starts muted).
+    silent_start: usize,
 }
 
 impl StageKind for Vad {
@@ -162,10 +169,10 @@ impl StageKind for Vad {
         invalid
     }
 
-    fn negotiate(_: &VadSpec, inputs: &[Format], _: &CompileOptions) -> Result<Negotiated, String> {
+    fn negotiate(_: &VadSpec, inputs: &[Format], _: &CompileOptions) -> Result<Negotiated, NegotiateError> {
         match inputs.first() {
             Some(f @ Format::Audio(_)) => Ok(Negotiated::out(*f)),
-            other => Err(format!("vad needs PCM16 audio, got {other:?}")),
+            other => Err(format!("vad needs PCM16 audio, got {other:?}").into()),
         }
     }
 
@@ -206,6 +213,7 @@ impl Vad {
             previous: 0.0,
             recent: [0.0; SMOOTH_WINDOWS],
             recent_seen: 0,
+            silent_start: 0,
             before: [[0; WINDOW]; WARM_UP_WINDOWS],
             windows_total: 0,
             unheard: 0,
@@ -230,6 +238,9 @@ impl Vad {
         // the steady noise that follows look like speech. The floor is the quietest *smoothed*
         // level (three windows, 48 ms), so one window that is half silence (a resampler's
         // start-up, a line coming unmuted) cannot pin it low either.
+        if rms < MIN_FLOOR_RMS && self.windows_seen == 0 {
+            self.silent_start += 1;
+        }
         if rms >= MIN_FLOOR_RMS {
             self.recent[self.recent_seen % SMOOTH_WINDOWS] = mean_square;
             self.recent_seen += 1;
@@ -240,10 +251,20 @@ impl Vad {
             }
         }
         let seen = self.windows_seen.min(FLOOR_WINDOWS);
-        let floor = self.levels[..seen]
-            .iter()
-            .copied()
-            .fold(f32::INFINITY, f32::min);
+        let history = &self.levels[..seen];
+        let floor = history.iter().copied().fold(f32::INFINITY, f32::min);
+        // A call that starts muted has no floor to learn but its first sounds: judged against
+        // themselves, the first words of a loud "hello?" would not be loud and would be found
+        // late (a second and more). Until the history has filled once, a start that was
+        // silent takes digital silence as the floor, but only for sound that is not steady
+        // (levels spread over 6 dB: speech rising, not hiss), so noise after a muted start
+        // is still judged against itself.
+        if self.silent_start >= SILENT_START_WINDOWS && self.windows_seen < FLOOR_WINDOWS {
+            let loudest = history.iter().copied().fold(0.0f32, f32::max);
+            if floor.is_finite() && loudest >= floor * UNSTEADY_RATIO {
+                return rms >= MIN_FLOOR_RMS * self.snr_ratio;
+            }
+        }
         floor.is_finite() && rms >= floor * self.snr_ratio
     }
 
@@ -378,8 +399,10 @@ impl Vad {
     fn emit_events(&mut self, out: &mut Output<'_>) -> Result<(), StageError> {
         for i in 0..self.events.len() {
             if let Some(event) = self.events[i].take() {
+                // Published before it is pushed: whatever a stage downstream does about it
+                // (a reply) comes after it on the bus and the signal lane.
+                out.publish(BusKind::Event(event.clone()));
                 out.push(Frame::Event(&event))?;
-                out.publish(BusKind::Event(event));
             }
         }
         Ok(())
@@ -397,7 +420,7 @@ impl Stage for Vad {
             Some(mut resampler) => {
                 let result = resampler.push(audio.samples, &mut |_, chunk: &[i16]| {
                     self.analyse(chunk);
-                    Ok::<(), String>(())
+                    Ok::<(), StageError>(())
                 });
                 self.analysis = Some(resampler);
                 result?;
@@ -449,6 +472,39 @@ mod tests {
         h.finish().unwrap();
         assert_eq!(h.audio(0), audio, "vad passes audio through untouched");
         h.events()
+    }
+
+    /// The first utterance after near-digital silence (a call's start: ±2 of dither, then a
+    /// loud "hello?" with no line noise) is found on time, not once the noise floor has learnt
+    /// the speech (it was 1.2 s late).
+    #[test]
+    fn the_first_utterance_after_digital_silence_is_found_on_time() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/audio/dither_then_speech_hi_8k.wav");
+        let (rate, audio) = crate::devtools::wav::read_wav_mono(&path).unwrap_or_else(|e| panic!("{e}"));
+        let onsets: Vec<Duration> = events(rate, "", &audio)
+            .iter()
+            .filter_map(|e| match e {
+                Event::SpeechStarted { at } => Some(*at),
+                _ => None,
+            })
+            .collect();
+        let first = onsets.first().copied().unwrap_or(Duration::MAX);
+        let truth = Duration::from_millis(800);
+        assert!(
+            first.abs_diff(truth) <= Duration::from_millis(100),
+            "onset at {first:?}, speech starts at {truth:?}: {onsets:?}"
+        );
+    }
+
+    #[test]
+    fn steady_noise_after_a_muted_start_is_not_speech() {
+        for rate in VAD_RATES {
+            let mut audio = signal::silence(*rate, 1.0);
+            audio.extend(signal::noise(*rate, 3.0, 0.05, 21));
+            let e = events(*rate, "", &audio);
+            assert!(e.is_empty(), "{rate} Hz: {e:?}");
+        }
     }
 
     #[test]

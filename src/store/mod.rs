@@ -7,12 +7,17 @@
 //! - [`read`]: what the REST API asks (calls by filter and cursor, one call with everything it
 //!   has, actions, KPIs), each answer a fixed number of queries.
 //! - [`recorder`]: the write-behind queue between a call and the database.
+//! - [`actions`]: the action ledger (claims and settles changes to orders, before and after).
 //! - [`keys`]: API keys, stored as SHA-256 hashes.
 
+pub mod actions;
 pub mod keys;
 pub mod read;
 pub mod recorder;
 pub mod write;
+
+pub use recorder::{Recorder, RecorderConfig, RecorderStats, RecorderTask};
+pub use write::{Record, Webhook, WebhookKind, WebhookOutcome};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +27,6 @@ use sha2::{Digest as _, Sha256};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor as _, SqlSafeStr as _};
-
-pub use recorder::{Recorder, RecorderConfig, RecorderStats, RecorderTask};
-pub use write::{Record, Webhook, WebhookKind, WebhookOutcome};
 
 /// How long a query may wait for a connection before the caller hears the database is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -69,7 +71,7 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
-    backend: Backend,
+    pub(super) backend: Backend,
     queries: Arc<AtomicU64>,
     /// SQLite has one writer at a time: writers of this process queue here, in order,
     /// rather than spin in SQLite's busy handler (which is unfair and gives up after the
@@ -134,23 +136,44 @@ impl Store {
 
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (folder_sql, name) = match self.backend {
-            Backend::Sqlite => (
-                include_str!("../../migrations/sqlite/0001_init.sql"),
-                "init",
-            ),
-            Backend::Postgres => (
-                include_str!("../../migrations/postgres/0001_init.sql"),
-                "init",
-            ),
+        let sources: [(i64, &str, &'static str); 2] = match self.backend {
+            Backend::Sqlite => [
+                (
+                    1,
+                    "init",
+                    include_str!("../../migrations/sqlite/0001_init.sql"),
+                ),
+                (
+                    2,
+                    "action_ledger",
+                    include_str!("../../migrations/sqlite/0002_action_ledger.sql"),
+                ),
+            ],
+            Backend::Postgres => [
+                (
+                    1,
+                    "init",
+                    include_str!("../../migrations/postgres/0001_init.sql"),
+                ),
+                (
+                    2,
+                    "action_ledger",
+                    include_str!("../../migrations/postgres/0002_action_ledger.sql"),
+                ),
+            ],
         };
-        let migrations = vec![Migration::new(
-            1,
-            name.into(),
-            MigrationType::Simple,
-            folder_sql.into_sql_str(),
-            false,
-        )];
+        let migrations = sources
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    name.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
         let migrator = Migrator::with_migrations(migrations);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -183,8 +206,9 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Runs one statement outside the call-records API (tests and tools: create or drop a
-    /// database, hold a lock).
+    /// Runs one statement outside the call-records API (tests and benches only: create or drop
+    /// a database, hold a lock). Not in a release build.
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn execute_admin(&self, sql: &str) -> Result<u64, StoreError> {
         self.count_query();
         let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -241,7 +265,7 @@ impl Store {
         }
     }
 
-    fn count_query(&self) {
+    pub(super) fn count_query(&self) {
         self.queries.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -302,24 +326,6 @@ pub fn new_call_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// A phone number as stored and filtered: E.164 for Indian mobiles, digits (and a leading `+`)
-/// otherwise, so `09876543210`, `+91 98765 43210` and `919876543210` are one number.
-pub fn normalize_number(raw: &str) -> Option<String> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return None;
-    }
-    if let Some(e164) = crate::agents::e164(raw) {
-        return Some(e164);
-    }
-    let plus = raw.starts_with('+');
-    let digits: String = raw.chars().filter(char::is_ascii_digit).take(20).collect();
-    if digits.is_empty() {
-        return None;
-    }
-    Some(if plus { format!("+{digits}") } else { digits })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,29 +354,5 @@ mod tests {
         assert_eq!(a, call_id_for_sid("80bfbec2d78bbbf10fb851f4fa165211"));
         assert_ne!(a, call_id_for_sid("80bfbec2d78bbbf10fb851f4fa165212"));
         assert!(uuid::Uuid::parse_str(&a).is_ok());
-    }
-
-    #[test]
-    fn numbers_are_normalized_to_one_spelling() {
-        for raw in [
-            "09876543210",
-            "+91 98765 43210",
-            "919876543210",
-            "9876543210",
-        ] {
-            assert_eq!(normalize_number(raw).as_deref(), Some("+919876543210"));
-        }
-        // A Bengaluru landline (080) is +91 80… too.
-        assert_eq!(
-            normalize_number("080-4123-4567").as_deref(),
-            Some("+918041234567")
-        );
-        assert_eq!(
-            normalize_number("+1 (415) 555-0100").as_deref(),
-            Some("+14155550100")
-        );
-        assert_eq!(normalize_number("1800-123").as_deref(), Some("1800123"));
-        assert_eq!(normalize_number("  "), None);
-        assert_eq!(normalize_number("abc"), None);
     }
 }

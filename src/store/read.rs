@@ -193,10 +193,23 @@ pub struct ActionRow {
     pub action: String,
     /// The order concerned.
     pub order: Option<String>,
-    /// `done`, `needs_confirmation`, `needs_info`, `refused`, `failed`, `not_configured`.
+    /// A change to an order: `pending` while it is being made, then `done`, `refused`,
+    /// `failed` or `uncertain`. An answer: `done`, `needs_confirmation`, `needs_info`,
+    /// `refused`, `declined`, `failed`, `not_configured`.
     pub status: String,
-    /// What happened.
+    /// What happened (what the caller was told).
     pub detail: String,
+    /// For a change: what the order had before it (JSON).
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    /// For a change: the change requested (JSON).
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+    /// For a change that needed a yes: the caller's words that gave it.
+    pub confirmed_by: Option<String>,
+    /// For a change: the Shopify ids involved (`order`, and `job` or `return`).
+    #[schema(value_type = Option<Object>)]
+    pub shopify_ids: Option<serde_json::Value>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -204,6 +217,15 @@ pub struct ActionRow {
     #[serde(skip)]
     #[schema(ignore)]
     created_ms: i64,
+}
+
+/// The columns [`action_from_row`] reads.
+const ACTION_COLUMNS: &str = "id, call_id, action, order_name, status, detail, change_before, \
+     change_after, confirmed_by, shopify_ids, created_at, updated_at";
+
+fn json_column(row: &AnyRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let text: Option<String> = row.try_get(column)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 fn action_from_row(row: &AnyRow) -> Result<ActionRow, sqlx::Error> {
@@ -215,6 +237,10 @@ fn action_from_row(row: &AnyRow) -> Result<ActionRow, sqlx::Error> {
         order: row.try_get("order_name")?,
         status: row.try_get("status")?,
         detail: row.try_get("detail")?,
+        before: json_column(row, "change_before")?,
+        after: json_column(row, "change_after")?,
+        confirmed_by: row.try_get("confirmed_by")?,
+        shopify_ids: json_column(row, "shopify_ids")?,
         created_at: rfc3339(created_ms),
         updated_at: rfc3339(row.try_get("updated_at")?),
         created_ms,
@@ -250,6 +276,8 @@ pub struct CallFilter {
     pub until_ms: Option<i64>,
     /// Has an accepted intent of this name.
     pub intent: Option<String>,
+    /// Ended for this reason (`completed_by_bot`, `handed_off`, `caller_silent`, …).
+    pub end_reason: Option<String>,
 }
 
 /// Filters of `GET /v1/actions`.
@@ -330,8 +358,18 @@ pub struct Kpis {
     pub avg_duration_ms: Option<f64>,
     /// 95th percentile call duration.
     pub p95_duration_ms: Option<i64>,
-    /// Answered calls that ended without a `talk_to_human` hand-off, over answered calls.
+    /// Answered calls the bot handled to the end: no hand-off to a person.
+    pub contained: i64,
+    /// Answered calls handed to a person (`talk_to_human`, the keypad's hand-off key).
+    pub handed_off: i64,
+    /// `contained / answered`.
     pub containment_rate: Option<f64>,
+    /// Calls the bot ended after the conversation was done (`completed_by_bot`).
+    pub completed_by_bot: i64,
+    /// Calls ended because the caller stayed silent through every prompt.
+    pub caller_silent: i64,
+    /// Calls by end reason (`hangup`, `completed_by_bot`, `handed_off`, `caller_silent`, …).
+    pub end_reasons: BTreeMap<String, i64>,
     /// Calls per accepted intent (intents recorded in the range).
     pub intents: BTreeMap<String, i64>,
     /// Agent actions recorded in the range that finished (done, failed, refused, not
@@ -370,6 +408,9 @@ impl Store {
         let mut sql = Sql::new(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE 1 = 1"));
         if let Some(v) = &filter.status {
             sql.push(" AND status = {}", [Arg::Text(v.clone())]);
+        }
+        if let Some(v) = &filter.end_reason {
+            sql.push(" AND end_reason = {}", [Arg::Text(v.clone())]);
         }
         if let Some(v) = &filter.from {
             sql.push(" AND from_number = {}", [Arg::Text(v.clone())]);
@@ -454,6 +495,21 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Whether the call with this provider id was handed to a person (by its end reason, or
+    /// a `talk_to_human` action recorded during it).
+    pub async fn was_handed_off(&self, call_sid: &str) -> Result<bool, StoreError> {
+        self.count_query();
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM calls \
+             WHERE call_sid = $1 AND (handed_off = 1 OR end_reason = 'handed_off')",
+        )
+        .bind(call_sid)
+        .fetch_one(self.pool())
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n > 0)
+    }
+
     /// A call with its transcript, intents and actions: four queries, however long the call.
     pub async fn call_detail(&self, id_or_sid: &str) -> Result<Option<CallDetail>, StoreError> {
         let Some(call) = self.find_call(id_or_sid).await? else {
@@ -484,10 +540,9 @@ impl Store {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         self.count_query();
-        let rows = sqlx::query(
-            "SELECT id, call_id, action, order_name, status, detail, created_at, updated_at \
-             FROM actions WHERE call_id = $1 ORDER BY id LIMIT $2",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE call_id = $1 ORDER BY id LIMIT $2"
+        )))
         .bind(&call.id)
         .bind(MAX_PER_CALL)
         .fetch_all(self.pool())
@@ -511,10 +566,7 @@ impl Store {
         after: Option<&Cursor>,
         limit: i64,
     ) -> Result<Page<ActionRow>, StoreError> {
-        let mut sql = Sql::new(
-            "SELECT id, call_id, action, order_name, status, detail, created_at, updated_at \
-             FROM actions WHERE 1 = 1",
-        );
+        let mut sql = Sql::new(&format!("SELECT {ACTION_COLUMNS} FROM actions WHERE 1 = 1"));
         if let Some(v) = &filter.call_id {
             sql.push(" AND call_id = {}", [Arg::Text(v.clone())]);
         }
@@ -562,6 +614,7 @@ impl Store {
         let pool = self.pool();
         let pg = self.backend == super::Backend::Postgres;
         let answered = "(stream_sid IS NOT NULL OR status = 'completed')";
+        let handed = "(handed_off = 1 OR end_reason = 'handed_off')";
         let duration = "COALESCE(duration_ms, conversation_s * 1000)";
         let p95 = if pg {
             format!("percentile_disc(0.95) WITHIN GROUP (ORDER BY {duration})")
@@ -572,8 +625,10 @@ impl Store {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT COUNT(*) AS calls,
                     CAST(COALESCE(SUM(CASE WHEN {answered} THEN 1 ELSE 0 END), 0) AS BIGINT) AS answered,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} AND handed_off = 0 THEN 1 ELSE 0 END), 0)
+                    CAST(COALESCE(SUM(CASE WHEN {answered} AND NOT {handed} THEN 1 ELSE 0 END), 0)
                         AS BIGINT) AS contained,
+                    CAST(COALESCE(SUM(CASE WHEN {answered} AND {handed} THEN 1 ELSE 0 END), 0)
+                        AS BIGINT) AS handed,
                     CAST(AVG({duration}) AS DOUBLE PRECISION) AS avg_duration,
                     COUNT({duration}) AS with_duration,
                     {p95} AS p95_duration
@@ -586,6 +641,7 @@ impl Store {
         let calls: i64 = row.try_get("calls")?;
         let answered_n: i64 = row.try_get("answered")?;
         let contained: i64 = row.try_get("contained")?;
+        let handed_off: i64 = row.try_get("handed")?;
         let avg_duration_ms: Option<f64> = row.try_get("avg_duration")?;
         let with_duration: i64 = row.try_get("with_duration")?;
         let p95_duration_ms = if pg {
@@ -609,6 +665,23 @@ impl Store {
         };
         self.count_query();
         let rows = sqlx::query(
+            "SELECT end_reason, COUNT(*) AS n FROM calls
+             WHERE started_at >= $1 AND started_at < $2 AND end_reason IS NOT NULL
+             GROUP BY end_reason",
+        )
+        .bind(since_ms)
+        .bind(until_ms)
+        .fetch_all(pool)
+        .await?;
+        let mut end_reasons = BTreeMap::new();
+        for r in &rows {
+            end_reasons.insert(
+                r.try_get::<String, _>("end_reason")?,
+                r.try_get::<i64, _>("n")?,
+            );
+        }
+        self.count_query();
+        let rows = sqlx::query(
             "SELECT intent, COUNT(DISTINCT call_id) AS n FROM intents
              WHERE created_at >= $1 AND created_at < $2 AND accepted = 1
              GROUP BY intent",
@@ -624,7 +697,7 @@ impl Store {
         self.count_query();
         let row = sqlx::query(
             "SELECT
-                CAST(COALESCE(SUM(CASE WHEN status IN ('done', 'failed', 'refused', 'not_configured')
+                CAST(COALESCE(SUM(CASE WHEN status IN ('done', 'failed', 'refused', 'not_configured', 'uncertain')
                     THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished,
                 CAST(COALESCE(SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT) AS done
              FROM actions WHERE created_at >= $1 AND created_at < $2",
@@ -685,7 +758,12 @@ impl Store {
             answered: answered_n,
             avg_duration_ms,
             p95_duration_ms,
+            contained,
+            handed_off,
             containment_rate: ratio(contained, answered_n),
+            completed_by_bot: end_reasons.get("completed_by_bot").copied().unwrap_or(0),
+            caller_silent: end_reasons.get("caller_silent").copied().unwrap_or(0),
+            end_reasons,
             intents,
             actions_finished,
             actions_done,

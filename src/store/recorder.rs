@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Record, Store};
+use super::Store;
+use super::write::Record;
 
 /// How the recorder batches and how much it holds.
 #[derive(Debug, Clone)]

@@ -6,14 +6,13 @@
 
 use sqlx::{Any, Transaction};
 
+use crate::vocab::AgentName;
+
 use super::{Store, StoreError};
 
 /// Call statuses that end a call; once a row has one, only Exotel's own terminal status may
 /// replace it.
 const TERMINAL: &str = "('completed', 'failed', 'busy', 'no-answer', 'canceled')";
-
-/// The agent whose action means a person took over.
-pub const HAND_OFF: &str = "talk_to_human";
 
 /// Whether `status` ends a call.
 pub fn is_terminal(status: &str) -> bool {
@@ -425,7 +424,7 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
             .await?;
             // The caller asked for a person: the call is not contained (a KPI read per call,
             // so it lives on the call row rather than in a join at read time).
-            if action == HAND_OFF {
+            if action == AgentName::TalkToHuman.name() {
                 sqlx::query("UPDATE calls SET handed_off = 1 WHERE id = $1")
                     .bind(call_id)
                     .execute(&mut **tx)

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use caly::agents::{AgentConfig, AgentName, Args, Orchestrator, Status};
-use caly::frame::Event;
+use caly::commerce::agents::{ActionStatus, AgentConfig, AgentName, Args, Orchestrator};
+use caly::commerce::shop::{Shopify, ShopifyConfig};
+use caly::engine::bus::{Bus, BusKind};
+use caly::engine::frame::Event;
+use caly::engine::pipeline::{Outcome, Pipeline, PipelineOptions};
+use caly::engine::registry::CompileOptions;
+use caly::engine::stage::Services;
 use caly::intent::entities::Entities;
-use caly::pipeline::{Bus, BusKind, Outcome, Pipeline, PipelineOptions};
-use caly::registry::CompileOptions;
-use caly::shopify::fake::FakeShopify;
-use caly::shopify::{Shopify, ShopifyConfig};
-use caly::stage::{RealtimeEndpoint, Services};
+use caly::stages::realtime::RealtimeEndpoint;
+use caly::testing::fake_shop::FakeShopify;
 use caly::testing::within;
 
 use crate::helpers::compile_with;
@@ -43,7 +45,7 @@ async fn order_status_reads_the_shipment_and_finds_orders_by_phone() {
     let (_fake, shop) = store().await;
     let o = agents(&shop, None);
     let out = o.run(AgentName::OrderStatus, order("1002")).await;
-    assert_eq!(out.status, Status::Done);
+    assert_eq!(out.status, ActionStatus::Done);
     assert!(
         out.message.contains("BlueDart") && out.message.contains("2026-11-28"),
         "{}",
@@ -62,14 +64,14 @@ async fn order_status_reads_the_shipment_and_finds_orders_by_phone() {
     // Unknown caller, no number: ask for it.
     let o = agents(&shop, Some("+919000000000"));
     let out = o.run(AgentName::OrderStatus, Args::default()).await;
-    assert_eq!(out.status, Status::NeedsInfo);
+    assert_eq!(out.status, ActionStatus::NeedsInfo);
     assert!(
         out.message.contains("…0000"),
         "only the last digits: {}",
         out.message
     );
     let out = o.run(AgentName::OrderStatus, order("4242")).await;
-    assert_eq!(out.status, Status::NeedsInfo);
+    assert_eq!(out.status, ActionStatus::NeedsInfo);
 }
 
 #[tokio::test]
@@ -93,16 +95,20 @@ async fn destructive_agents_act_once_after_yes() {
     let o = agents(&shop, None);
     // Cancel.
     let out = o.run(AgentName::CancelOrder, order("1001")).await;
-    assert_eq!(out.status, Status::NeedsConfirmation);
-    assert!(o.affirmed().is_some());
+    assert_eq!(out.status, ActionStatus::NeedsConfirmation);
+    assert!(o.affirmed("haan ji", None).is_some());
     let out = o.run(AgentName::CancelOrder, order("1001")).await;
-    assert_eq!(out.status, Status::Done, "{out:?}");
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
     let again = o.run(AgentName::CancelOrder, order("1001")).await;
-    assert_eq!(again, out, "the first outcome, again");
+    assert_eq!(
+        (again.status, &again.message),
+        (out.status, &out.message),
+        "the first outcome, again"
+    );
     assert_eq!(fake.succeeded("OrderCancel"), 1);
     // Cancelling what has shipped is refused before any question.
     let out = o.run(AgentName::CancelOrder, order("1002")).await;
-    assert_eq!(out.status, Status::Refused);
+    assert_eq!(out.status, ActionStatus::Refused);
     // Return of a delivered order.
     let args = Args {
         reason: Some("size chhota hai".into()),
@@ -110,11 +116,11 @@ async fn destructive_agents_act_once_after_yes() {
     };
     assert_eq!(
         o.run(AgentName::ReturnRequest, args.clone()).await.status,
-        Status::NeedsConfirmation
+        ActionStatus::NeedsConfirmation
     );
-    o.affirmed();
+    o.affirmed("haan ji", None);
     let out = o.run(AgentName::ReturnRequest, args).await;
-    assert_eq!(out.status, Status::Done, "{out:?}");
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
     let sent = fake
         .log()
         .into_iter()
@@ -135,11 +141,11 @@ async fn destructive_agents_act_once_after_yes() {
     };
     assert_eq!(
         o.run(AgentName::AddressChange, args.clone()).await.status,
-        Status::NeedsConfirmation
+        ActionStatus::NeedsConfirmation
     );
-    o.affirmed();
+    o.affirmed("haan ji", None);
     let out = o.run(AgentName::AddressChange, args).await;
-    assert_eq!(out.status, Status::Done, "{out:?}");
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
     assert_eq!(
         fake.order("#1001").unwrap()["shippingAddress"]["city"],
         "Kolkata"
@@ -156,8 +162,9 @@ async fn reschedule_and_handover_need_no_yes() {
         ..order("1002")
     };
     let out = o.run(AgentName::RescheduleDelivery, args.clone()).await;
-    assert_eq!(out.status, Status::Done, "{out:?}");
-    assert_eq!(o.run(AgentName::RescheduleDelivery, args).await, out);
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
+    let again = o.run(AgentName::RescheduleDelivery, args).await;
+    assert_eq!((again.status, &again.message), (out.status, &out.message));
     assert_eq!(fake.succeeded("OrderUpdate"), 1, "noted once");
     assert!(
         fake.order("#1002").unwrap()["note"]
@@ -166,7 +173,139 @@ async fn reschedule_and_handover_need_no_yes() {
             .contains("Saturday")
     );
     let out = o.run(AgentName::TalkToHuman, Args::default()).await;
-    assert_eq!(out.status, Status::Done);
+    assert_eq!(out.status, ActionStatus::Done);
+}
+
+/// Requests of `operation` the fake store received, whatever it answered.
+fn sent(fake: &FakeShopify, operation: &str) -> usize {
+    fake.log()
+        .iter()
+        .filter(|r| r.operation == operation)
+        .count()
+}
+
+#[tokio::test]
+async fn an_uncertain_reschedule_is_looked_up_and_only_what_the_store_has_is_reported() {
+    // The store wrote the note and lost its answer: looked up, reported done, never resent.
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    fake.faults(|f| f.apply_then_500_next = 1);
+    let args = Args {
+        preferred_date: Some("Sunday".into()),
+        ..order("1002")
+    };
+    let out = o.run(AgentName::RescheduleDelivery, args.clone()).await;
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
+    assert_eq!(sent(&fake, "OrderUpdate"), 1, "one mutation, not resent");
+    let note = fake.order("#1002").unwrap()["note"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(note.matches("Sunday").count(), 1, "{note}");
+    let again = o.run(AgentName::RescheduleDelivery, args).await;
+    assert_eq!(
+        (again.status, &again.message),
+        (out.status, &out.message),
+        "remembered"
+    );
+    assert_eq!(sent(&fake, "OrderUpdate"), 1);
+
+    // The store failed before writing: an honest failure, nothing claimed.
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    fake.faults(|f| f.mutation_500_next = 1);
+    let args = Args {
+        preferred_date: Some("Monday".into()),
+        ..order("1002")
+    };
+    let out = o.run(AgentName::RescheduleDelivery, args).await;
+    assert_ne!(out.status, ActionStatus::Done, "{out:?}");
+    assert_eq!(sent(&fake, "OrderUpdate"), 1, "one mutation, not resent");
+    let note = fake.order("#1002").unwrap()["note"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!note.contains("Monday"), "{note}");
+}
+
+#[tokio::test]
+async fn an_uncertain_return_is_looked_up_and_a_second_call_is_told_the_return_is_open() {
+    let (fake, shop) = store().await;
+    let args = Args {
+        reason: Some("wrong size".into()),
+        ..order("1003")
+    };
+    // The store created the return and lost its answer.
+    let first = agents(&shop, None);
+    assert_eq!(
+        first
+            .run(AgentName::ReturnRequest, args.clone())
+            .await
+            .status,
+        ActionStatus::NeedsConfirmation
+    );
+    first.affirmed("haan ji", None);
+    fake.faults(|f| f.apply_then_500_next = 1);
+    let out = first.run(AgentName::ReturnRequest, args.clone()).await;
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
+    assert_eq!(sent(&fake, "ReturnRequest"), 1, "one mutation, not resent");
+    // The caller phones back: another call's agents find the open return and make no second.
+    let second = agents(&shop, None);
+    let out = second.run(AgentName::ReturnRequest, args).await;
+    assert_eq!(out.status, ActionStatus::Done, "{out:?}");
+    assert!(
+        out.message.contains("already has a return"),
+        "{}",
+        out.message
+    );
+    assert_eq!(sent(&fake, "ReturnRequest"), 1, "still one return");
+}
+
+#[tokio::test]
+async fn two_different_address_changes_are_two_actions_with_their_own_keys() {
+    let (fake, shop) = store().await;
+    let o = agents(&shop, None);
+    let mut keys = Vec::new();
+    for (street, pincode) in [("4 Park Street", "700016"), ("12 MG Road", "560001")] {
+        let args = Args {
+            address: Some(street.into()),
+            pincode: Some(pincode.into()),
+            ..order("1001")
+        };
+        let asked = o.run(AgentName::AddressChange, args.clone()).await;
+        assert_eq!(asked.status, ActionStatus::NeedsConfirmation);
+        o.affirmed("haan ji", None);
+        let out = o.run(AgentName::AddressChange, args).await;
+        assert_eq!(out.status, ActionStatus::Done, "{out:?}");
+        assert_eq!(
+            asked.key, out.key,
+            "the question and the change are one action"
+        );
+        keys.push(out.key.unwrap_or_default());
+    }
+    assert!(
+        keys[0].contains("700016") && keys[1].contains("560001"),
+        "{keys:?}"
+    );
+    assert_ne!(keys[0], keys[1]);
+    assert_eq!(fake.succeeded("OrderUpdate"), 2);
+    // The key is for the record only: the model never sees it.
+    let out = o
+        .run(
+            AgentName::AddressChange,
+            Args {
+                address: Some("12 MG Road".into()),
+                pincode: Some("560001".into()),
+                ..order("1001")
+            },
+        )
+        .await;
+    assert!(out.key.is_some());
+    assert!(
+        !out.to_tool_output().contains("CAtest:"),
+        "{}",
+        out.to_tool_output()
+    );
 }
 
 #[tokio::test]
@@ -179,7 +318,7 @@ async fn throttling_and_429_are_retried_and_the_answer_still_comes() {
     });
     assert_eq!(
         o.run(AgentName::OrderStatus, order("1002")).await.status,
-        Status::Done
+        ActionStatus::Done
     );
     fake.faults(|f| {
         f.status_429_next = 2;
@@ -187,7 +326,7 @@ async fn throttling_and_429_are_retried_and_the_answer_still_comes() {
     });
     assert_eq!(
         o.run(AgentName::OrderStatus, order("1002")).await.status,
-        Status::Done
+        ActionStatus::Done
     );
 }
 
@@ -197,7 +336,7 @@ async fn an_outage_beyond_the_retry_budget_gives_an_honest_answer() {
     let o = agents(&shop, None);
     fake.faults(|f| f.down = true);
     let out = o.run(AgentName::OrderStatus, order("1002")).await;
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, ActionStatus::Failed);
     assert!(
         out.message.contains("can't reach the store"),
         "{}",
@@ -213,14 +352,13 @@ async fn a_call_ending_mid_run_cancels_the_run() {
     let graph = compile_with(text, CompileOptions::default());
     let bus = Bus::new();
     let mut rx = bus.subscribe();
-    let services = Services {
-        realtime: RealtimeEndpoint {
+    let services = Services::new()
+        .with(RealtimeEndpoint {
             url: String::new(),
             api_key: None,
             simulator: true,
-        },
-        shopify: Some(shop),
-    };
+        })
+        .with(shop);
     let mut pipeline = Pipeline::start(
         graph,
         PipelineOptions {

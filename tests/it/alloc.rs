@@ -6,11 +6,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use caly::frame::{Frame, Packet};
-use caly::pipeline::{FusedChain, PipelineOptions};
-use caly::registry::{CompileOptions, Registry};
-use caly::telephony::exotel::{Inbound, decode_payload};
+use caly::engine::frame::{Frame, Packet};
+use caly::engine::pipeline::{FusedChain, PipelineOptions};
+use caly::engine::registry::CompileOptions;
 use caly::testing::{exotel_media_messages, read_wav_mono};
+use caly::transport::exotel::wire::{Inbound, decode_payload};
 
 use crate::helpers::repo;
 
@@ -117,13 +117,13 @@ fn count() {
 
 /// Heap bytes live right now that were allocated by threads of a [`tracked_runtime`], wherever
 /// they are freed — other tests running in parallel do not count.
-pub fn tracked_heap_bytes() -> i64 {
+pub(crate) fn tracked_heap_bytes() -> i64 {
     TRACKED_LIVE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A multi-threaded runtime whose threads (workers and blocking pool) count towards
 /// [`tracked_heap_bytes`]. The thread that calls `block_on` must be marked with [`track_this_thread`].
-pub fn tracked_runtime() -> tokio::runtime::Runtime {
+pub(crate) fn tracked_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -133,7 +133,7 @@ pub fn tracked_runtime() -> tokio::runtime::Runtime {
 }
 
 /// Counts this thread's allocations in [`tracked_heap_bytes`].
-pub fn track_this_thread() {
+pub(crate) fn track_this_thread() {
     TRACKED.with(|t| t.set(true));
 }
 
@@ -175,10 +175,10 @@ fn the_counter_sees_allocations() {
     assert!(n >= 1);
 }
 
-fn front_half() -> std::sync::Arc<caly::graph::Graph> {
-    caly::graph::load(
+fn front_half() -> std::sync::Arc<caly::engine::graph::Graph> {
+    caly::engine::graph::load(
         &repo("pipelines/front_half.toml"),
-        &Registry::with_builtin(),
+        &caly::testing::registry(),
         &CompileOptions {
             source_rate: Some(8000),
         },
@@ -250,9 +250,11 @@ fn a_call_s_front_half_holds_well_under_a_mebibyte() {
         rt.block_on(async {
             let mut v = Vec::with_capacity(calls);
             for _ in 0..calls {
-                let mut p =
-                    caly::pipeline::Pipeline::start(graph.clone(), PipelineOptions::default())
-                        .unwrap();
+                let mut p = caly::engine::pipeline::Pipeline::start(
+                    graph.clone(),
+                    PipelineOptions::default(),
+                )
+                .unwrap();
                 let mut s = p.take_source("caller").unwrap();
                 for _ in 0..50 {
                     s.push(Frame::Packet(Packet { bytes: &chunk }));

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use caly::frame::{Frame, Packet};
-use caly::pipeline::{Outcome, Pipeline, PipelineOptions};
-use caly::registry::CompileOptions;
-use caly::ring::RingCounts;
+use caly::engine::frame::{Frame, Packet};
+use caly::engine::pipeline::{Outcome, Pipeline, PipelineOptions};
+use caly::engine::registry::CompileOptions;
+use caly::engine::ring::RingCounts;
 use caly::testing::within;
 
 use crate::helpers::compile_with;

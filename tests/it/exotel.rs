@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use caly::call::CallEnd;
+use caly::devtools::simulate::{ExotelClient, ServerMessage, tone_db};
 use caly::metrics::Metrics;
-use caly::simulate::{ExotelClient, ServerMessage, tone_db};
-use caly::telephony::session::CallEnd;
 use caly::testing::{read_wav_mono, signal, within};
 use tokio_tungstenite::tungstenite;
 
@@ -81,7 +81,7 @@ async fn a_full_call_gets_chunked_bot_audio_with_marks_and_frees_everything() {
     assert_eq!(report.media_out, 6);
     assert!(report.bad_input.is_empty(), "{:?}", report.bad_input);
     // Everything freed: no call active, no session task left.
-    assert_eq!(app.state.session.metrics.calls_active.get(), 0);
+    assert_eq!(app.state.calls_config.metrics.calls_active.get(), 0);
     within(Duration::from_secs(5), "session task to end", async {
         while !app.state.calls.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -89,7 +89,11 @@ async fn a_full_call_gets_chunked_bot_audio_with_marks_and_frees_everything() {
     })
     .await;
     assert_eq!(
-        Metrics::get(&app.state.session.metrics.calls_ended, "outcome", "hangup"),
+        Metrics::get(
+            &app.state.calls_config.metrics.calls_ended,
+            "outcome",
+            "hangup"
+        ),
         1
     );
 }
@@ -212,9 +216,11 @@ async fn bad_input_is_skipped_and_counted_while_a_neighbour_call_goes_on() {
     );
 }
 
-fn http_status(e: &caly::simulate::ClientError) -> Option<u16> {
+fn http_status(e: &caly::devtools::simulate::ClientError) -> Option<u16> {
     match e {
-        caly::simulate::ClientError::Ws(tungstenite::Error::Http(r)) => Some(r.status().as_u16()),
+        caly::devtools::simulate::ClientError::Ws(tungstenite::Error::Http(r)) => {
+            Some(r.status().as_u16())
+        }
         _ => None,
     }
 }
@@ -235,7 +241,7 @@ async fn stream_auth_is_required_when_configured_and_optional_otherwise() {
     }
     assert_eq!(
         Metrics::get(
-            &app.state.session.metrics.calls_refused,
+            &app.state.calls_config.metrics.calls_refused,
             "reason",
             "unauthorized"
         ),
@@ -272,7 +278,7 @@ async fn streams_beyond_max_calls_are_refused_and_counted() {
     assert_eq!(http_status(&err), Some(503));
     assert_eq!(
         Metrics::get(
-            &app.state.session.metrics.calls_refused,
+            &app.state.calls_config.metrics.calls_refused,
             "reason",
             "at_capacity"
         ),
@@ -327,7 +333,9 @@ async fn shutdown_refuses_new_calls_and_lets_calls_in_progress_finish() {
     let addr = app.addr.to_string();
     within(Duration::from_secs(5), "readyz to say draining", async {
         loop {
-            let (status, body) = caly::simulate::http_get(&addr, "/readyz").await.unwrap();
+            let (status, body) = caly::devtools::simulate::http_get(&addr, "/readyz")
+                .await
+                .unwrap();
             if status == 503 {
                 assert!(body.contains("draining"), "{body}");
                 return;
@@ -401,7 +409,7 @@ async fn sigterm_makes_the_real_server_drain_and_exit_cleanly() {
     crate::helpers::sigterm(&child);
     within(Duration::from_secs(5), "readyz to say draining", async {
         loop {
-            if let Ok((503, _)) = caly::simulate::http_get(&addr, "/readyz").await {
+            if let Ok((503, _)) = caly::devtools::simulate::http_get(&addr, "/readyz").await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -450,7 +458,7 @@ async fn a_call_ends_at_its_maximum_duration_and_on_socket_loss() {
     drop(c);
     let report = app.report().await;
     assert_eq!(report.end, CallEnd::SocketLost);
-    assert_eq!(app.state.session.metrics.calls_active.get(), 0);
+    assert_eq!(app.state.calls_config.metrics.calls_active.get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,7 +469,7 @@ async fn a_call_through_the_server_and_the_realtime_simulator_reaches_the_caller
         eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
         return;
     }
-    let (status, body) = caly::simulate::http_get(&app.addr.to_string(), "/readyz")
+    let (status, body) = caly::devtools::simulate::http_get(&app.addr.to_string(), "/readyz")
         .await
         .unwrap();
     assert_eq!(status, 200);
@@ -490,12 +498,48 @@ async fn a_call_through_the_server_and_the_realtime_simulator_reaches_the_caller
             .is_some_and(|p| p >= turn.voice_to_voice_sent_ms),
         "{turn:?}"
     );
-    let metrics = caly::simulate::http_get(&app.addr.to_string(), "/metrics")
+    let metrics = caly::devtools::simulate::http_get(&app.addr.to_string(), "/metrics")
         .await
         .unwrap()
         .1;
     assert_eq!(
-        caly::simulate::metric_sum(&metrics, "caly_turn_engine_seconds_count"),
+        caly::devtools::simulate::metric_sum(&metrics, "caly_turn_engine_seconds_count"),
         1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_over_a_reply_clears_it_and_backchannels_over_it_do_not() {
+    // `caly simulate --barge-in --truth` over the overlapping-speech fixture: sentences spoken
+    // over the bot's replies from their true onsets are timed to `clear`; "haan", "hmm",
+    // "achha", "ji" spoken over a reply must leave it playing.
+    let app = spawn_app(&tone_bot(1000), |_| {}).await;
+    let options = caly::devtools::simulate::SimulateOptions {
+        url: app.url("sample-rate=8000"),
+        calls: 1,
+        audio: Some(repo("fixtures/audio/overlap_speech_hi_en_8k.wav")),
+        duration: Duration::from_secs(24),
+        chunk_ms: 20,
+        stagger: Duration::ZERO,
+        barge_in: true,
+        truth: Some(repo("fixtures/audio/truth.json")),
+        probes: false,
+        server_pid: None,
+        auth: None,
+    };
+    let report = caly::devtools::simulate::run(options).await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert!(
+        report.barge_in_reaction.n >= 2,
+        "sentences timed: {report:?}"
+    );
+    assert!(
+        report.backchannels_held >= 2,
+        "backchannels spoken: {report:?}"
+    );
+    assert_eq!(report.backchannel_clears, 0, "{report:?}");
+    assert_eq!(
+        report.clears as usize, report.barge_in_reaction.n,
+        "every clear was for a sentence: {report:?}"
     );
 }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caly::simulate::{ExotelClient, ServerMessage};
-use caly::telephony::session::CallEnd;
+use caly::call::CallEnd;
+use caly::devtools::simulate::{ExotelClient, ServerMessage};
 use caly::testing::within;
 use sqlx::{Connection as _, Executor as _};
 use tokio::sync::Barrier;
@@ -23,24 +23,27 @@ const DB_OUTAGE: Duration = Duration::from_secs(10);
 async fn calls_survive_realtime_drops_shopify_faults_a_database_outage_and_sigterm() {
     let dir = TempDir::new("faults");
     let db_url = format!("sqlite://{}", dir.0.join("caly.db").display());
-    let shop = caly::shopify::fake::FakeShopify::start("shpat_test")
+    let shop = caly::testing::fake_shop::FakeShopify::start("shpat_test")
         .await
         .unwrap();
-    let services = caly::stage::Services {
-        realtime: caly::stage::Services::from_env().realtime,
-        shopify: Some(
-            caly::shopify::Shopify::new(caly::shopify::ShopifyConfig::new(
-                shop.url(),
-                "shpat_test",
-            ))
-            .unwrap(),
-        ),
-    };
-    if services.realtime.api_key.is_some() {
+    let endpoint = caly::stages::realtime::RealtimeEndpoint::from_env();
+    let has_key = endpoint.api_key.is_some();
+    let services = caly::engine::stage::Services::new().with(endpoint).with(
+        caly::commerce::shop::Shopify::new(caly::commerce::shop::ShopifyConfig::new(
+            shop.url(),
+            "shpat_test",
+        ))
+        .unwrap(),
+    );
+    if has_key {
         eprintln!("skipped: OPENAI_API_KEY is set, so the server would call OpenAI");
         return;
     }
-    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    // The calls are to last until SIGTERM: the script's goodbye turn must not end one.
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml"))
+        .unwrap()
+        .replace("hang_up_on_goodbye = true", "hang_up_on_goodbye = false");
+    assert!(pipeline.contains("hang_up_on_goodbye = false"));
     let url = db_url.clone();
     let mut app = spawn_app_with(
         &pipeline,
@@ -109,11 +112,14 @@ async fn calls_survive_realtime_drops_shopify_faults_a_database_outage_and_sigte
     }
     // Second turns are being answered; SIGTERM once they are, while the calls are still up.
     let mut reports = Vec::new();
-    let metrics = Arc::clone(&app.state.session.metrics);
+    let metrics = Arc::clone(&app.state.calls_config.metrics);
     within(Duration::from_secs(60), "second turns", async {
         loop {
             let text = metrics.render();
-            let turns = caly::simulate::metric_sum(&text, "caly_voice_to_voice_sent_seconds_count");
+            let turns = caly::devtools::simulate::metric_sum(
+                &text,
+                "caly_voice_to_voice_sent_seconds_count",
+            );
             if turns >= (2 * CALLS) as f64 {
                 return;
             }
@@ -134,7 +140,7 @@ async fn calls_survive_realtime_drops_shopify_faults_a_database_outage_and_sigte
         r.unwrap();
     }
     let stats = Arc::clone(app.state.recorder.stats());
-    let reconnects = app.state.session.metrics.realtime_reconnects.get();
+    let reconnects = app.state.calls_config.metrics.realtime_reconnects.get();
     let shutdown_started = Instant::now();
     app.stopped().await.unwrap();
     let db_back = released.await.unwrap();

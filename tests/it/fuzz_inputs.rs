@@ -5,7 +5,7 @@ use crate::helpers::repo;
 
 #[test]
 fn every_seed_and_every_past_crash_runs_through_its_target_without_panicking() {
-    for (name, target) in caly::fuzzing::TARGETS {
+    for (name, target) in caly::testing::fuzzing::TARGETS {
         let mut inputs = Vec::new();
         for dir in [
             format!("fuzz/corpus/{name}"),

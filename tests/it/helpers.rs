@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
-use caly::graph::Graph;
-use caly::registry::{CompileOptions, Registry};
-use caly::spec::PipelineSpec;
+use caly::engine::graph::Graph;
+use caly::engine::registry::CompileOptions;
+use caly::engine::spec::PipelineSpec;
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -14,12 +14,12 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 });
 
 /// Turns on logging when `TEST_LOG` is set.
-pub fn init() {
+pub(crate) fn init() {
     LazyLock::force(&TRACING);
 }
 
 /// A path inside the repository.
-pub fn repo(path: &str) -> PathBuf {
+pub(crate) fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
@@ -28,31 +28,31 @@ pub fn repo(path: &str) -> PathBuf {
 /// # Panics
 ///
 /// When it does not compile.
-pub fn compile_with(text: &str, options: CompileOptions) -> Arc<Graph> {
+pub(crate) fn compile_with(text: &str, options: CompileOptions) -> Arc<Graph> {
     init();
     let spec = PipelineSpec::parse(text, "<test>").unwrap_or_else(|e| panic!("{e}"));
-    Graph::compile(&spec, &Registry::with_builtin(), &options).unwrap_or_else(|e| panic!("{e}"))
+    Graph::compile(&spec, &caly::testing::registry(), &options).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A server running on 127.0.0.1 with a port of its own.
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
     /// Its shared state (counters, admission).
-    pub state: caly::app::AppState,
+    pub state: caly::http::AppState,
     /// Each call's report, as it ends.
-    pub reports: tokio::sync::mpsc::Receiver<caly::telephony::session::SessionReport>,
+    pub reports: tokio::sync::mpsc::Receiver<caly::call::CallReport>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: TempDir,
 }
 
 /// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
     /// A fresh directory under the system's temp dir.
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
             "caly-{tag}-{}-{}",
             std::process::id(),
@@ -72,25 +72,25 @@ impl Drop for TempDir {
 static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// `pipelines/tone_bot.toml` with its turn reply `turn_ms` long.
-pub fn tone_bot(turn_ms: u32) -> String {
+pub(crate) fn tone_bot(turn_ms: u32) -> String {
     std::fs::read_to_string(repo("pipelines/tone_bot.toml"))
         .unwrap()
         .replace("turn_ms = 1000", &format!("turn_ms = {turn_ms}"))
 }
 
 /// Starts a server running `pipeline` (TOML text), with `tweak` applied to its settings.
-pub async fn spawn_app(
+pub(crate) async fn spawn_app(
     pipeline: &str,
     tweak: impl FnOnce(&mut caly::settings::ServeArgs),
 ) -> TestApp {
-    spawn_app_with(pipeline, tweak, caly::stage::Services::from_env()).await
+    spawn_app_with(pipeline, tweak, caly::stages::services_from_env()).await
 }
 
 /// As [`spawn_app`], with the outside services given.
-pub async fn spawn_app_with(
+pub(crate) async fn spawn_app_with(
     pipeline: &str,
     tweak: impl FnOnce(&mut caly::settings::ServeArgs),
-    services: caly::stage::Services,
+    services: caly::engine::stage::Services,
 ) -> TestApp {
     init();
     let dir = TempDir::new("app");
@@ -119,12 +119,12 @@ pub async fn spawn_app_with(
 
 impl TestApp {
     /// The stream URL with `query`.
-    pub fn url(&self, query: &str) -> String {
+    pub(crate) fn url(&self, query: &str) -> String {
         format!("ws://{}/v1/exotel/stream?{query}", self.addr)
     }
 
     /// The next call report.
-    pub async fn report(&mut self) -> caly::telephony::session::SessionReport {
+    pub(crate) async fn report(&mut self) -> caly::call::CallReport {
         caly::testing::within(
             std::time::Duration::from_secs(20),
             "a call report",
@@ -135,14 +135,14 @@ impl TestApp {
     }
 
     /// Begins shutdown (as SIGTERM would).
-    pub fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
 
     /// Waits for the server to have stopped.
-    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stopped(&mut self) -> anyhow::Result<()> {
         let server = self.server.take().expect("not awaited yet");
         caly::testing::within(
             std::time::Duration::from_secs(30),
@@ -156,7 +156,7 @@ impl TestApp {
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database
 /// created on the server `TEST_DATABASE_URL` names (dropped by [`TestDb::drop_db`]).
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// `sqlite` or `postgres`.
     pub label: &'static str,
     /// Where it is.
@@ -167,7 +167,7 @@ pub struct TestDb {
 
 impl TestDb {
     /// Removes a PostgreSQL test database (SQLite files go with their directory).
-    pub async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         if let Some((admin, name)) = &self.admin
             && let Ok(store) = caly::store::Store::connect_with(admin, 1).await
         {
@@ -183,7 +183,7 @@ static SKIP_NOTE: std::sync::Once = std::sync::Once::new();
 
 /// A fresh SQLite database, and a fresh PostgreSQL one when `TEST_DATABASE_URL` is set (else
 /// a note that those runs were skipped).
-pub async fn test_dbs() -> Vec<TestDb> {
+pub(crate) async fn test_dbs() -> Vec<TestDb> {
     let mut dbs = vec![sqlite_db()];
     match postgres_db().await {
         Some(db) => dbs.push(db),
@@ -197,7 +197,7 @@ pub async fn test_dbs() -> Vec<TestDb> {
 }
 
 /// A fresh SQLite database file.
-pub fn sqlite_db() -> TestDb {
+pub(crate) fn sqlite_db() -> TestDb {
     init();
     let dir = TempDir::new("db");
     TestDb {
@@ -209,7 +209,7 @@ pub fn sqlite_db() -> TestDb {
 }
 
 /// A fresh PostgreSQL database, if `TEST_DATABASE_URL` is set.
-pub async fn postgres_db() -> Option<TestDb> {
+pub(crate) async fn postgres_db() -> Option<TestDb> {
     init();
     match std::env::var("TEST_DATABASE_URL") {
         Ok(admin) if !admin.is_empty() => {
@@ -242,7 +242,7 @@ pub async fn postgres_db() -> Option<TestDb> {
 }
 
 /// The speech fixture's first utterance and the silence after it (0–4.5 s at 8 kHz).
-pub fn utterance() -> Vec<i16> {
+pub(crate) fn utterance() -> Vec<i16> {
     let (_, pcm) =
         caly::testing::read_wav_mono(&repo("fixtures/audio/speech_en_hi_8k.wav")).unwrap();
     pcm[..36_000].to_vec()
@@ -250,8 +250,8 @@ pub fn utterance() -> Vec<i16> {
 
 /// One caller turn: `pcm` in 20 ms media messages (a little faster than real time), then the
 /// first six chunks of the bot's answer, echoing its marks as Exotel does.
-pub async fn take_a_turn(c: &mut caly::simulate::ExotelClient, pcm: &[i16]) {
-    use caly::simulate::ServerMessage;
+pub(crate) async fn take_a_turn(c: &mut caly::devtools::simulate::ExotelClient, pcm: &[i16]) {
+    use caly::devtools::simulate::ServerMessage;
     for chunk in pcm.chunks(160) {
         c.media(chunk).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(4)).await;
@@ -276,7 +276,7 @@ pub async fn take_a_turn(c: &mut caly::simulate::ExotelClient, pcm: &[i16]) {
 
 /// Starts the real `caly serve` on a free 127.0.0.1 port with `args` (and `env`), its stderr to
 /// `stderr`, and waits until `/healthz` answers. Returns the child and its address.
-pub async fn spawn_binary(
+pub(crate) async fn spawn_binary(
     args: &[&str],
     env: &[(&str, &str)],
     stderr: std::process::Stdio,
@@ -302,7 +302,10 @@ pub async fn spawn_binary(
         std::time::Duration::from_secs(30),
         "the server to come up",
         async {
-            while caly::simulate::http_get(&addr, "/healthz").await.is_err() {
+            while caly::devtools::simulate::http_get(&addr, "/healthz")
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         },
@@ -312,7 +315,7 @@ pub async fn spawn_binary(
 }
 
 /// Sends SIGTERM to `child`, as Railway and Docker do.
-pub fn sigterm(child: &std::process::Child) {
+pub(crate) fn sigterm(child: &std::process::Child) {
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -321,7 +324,7 @@ pub fn sigterm(child: &std::process::Child) {
 }
 
 /// Waits (up to `secs`) for `child` to exit and asserts it exited with status 0.
-pub async fn exits_cleanly(mut child: std::process::Child, secs: u64) {
+pub(crate) async fn exits_cleanly(mut child: std::process::Child, secs: u64) {
     let status = caly::testing::within(
         std::time::Duration::from_secs(secs),
         "the server to exit",

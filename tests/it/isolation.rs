@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use caly::pipeline::{BusKind, Outcome, Pipeline, PipelineOptions};
-use caly::registry::CompileOptions;
+use caly::engine::bus::BusKind;
+use caly::engine::pipeline::{Outcome, Pipeline, PipelineOptions};
+use caly::engine::registry::CompileOptions;
 use caly::testing::within;
 
 use crate::helpers::compile_with;
 
-fn graph(fail: &str) -> Arc<caly::graph::Graph> {
+fn graph(fail: &str) -> Arc<caly::engine::graph::Graph> {
     compile_with(
         &format!(
             "[pipeline]\nname = \"iso\"\n[stages.src]\nkind = \"replay\"\nsample_rate = 16000\nduration_ms = 2000\n[stages.decode_like]\nkind = \"resample\"\nsample_rate = 8000\n{fail}\n[stages.sink]\nkind = \"blackhole\"\n"
@@ -30,7 +31,7 @@ async fn a_failing_or_panicking_stage_ends_only_its_own_call() {
             "[stages.boom]\nkind = \"fail_after\"\nframes = 3\npanic = true\n",
         ),
     ] {
-        let bus_handle = caly::pipeline::Bus::new();
+        let bus_handle = caly::engine::bus::Bus::new();
         let mut bus = bus_handle.subscribe();
         let options = PipelineOptions {
             bus: Some(bus_handle),
@@ -102,7 +103,7 @@ async fn control_messages_reach_their_stage_and_unknown_stages_are_refused() {
     let mut p = Pipeline::start(graph, PipelineOptions::default()).unwrap();
     p.control(
         "decode",
-        caly::frame::Control::Interrupt {
+        caly::engine::frame::Control::Interrupt {
             heard: Duration::ZERO,
         },
     )
@@ -110,11 +111,11 @@ async fn control_messages_reach_their_stage_and_unknown_stages_are_refused() {
     assert!(matches!(
         p.control(
             "nope",
-            caly::frame::Control::Interrupt {
+            caly::engine::frame::Control::Interrupt {
                 heard: Duration::ZERO
             }
         ),
-        Err(caly::pipeline::ControlError::UnknownStage(_))
+        Err(caly::engine::edge::ControlError::UnknownStage(_))
     ));
     let source = p.take_source("caller").unwrap();
     source.close().await;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use caly::simulate::{ExotelClient, ServerMessage};
+use caly::devtools::simulate::{ExotelClient, ServerMessage};
 use caly::testing::{signal, within};
 
 use crate::alloc::{track_this_thread, tracked_heap_bytes, tracked_runtime};
@@ -33,7 +33,8 @@ async fn short_call(app: &mut TestApp, i: usize, url: &str, silence: &[i16]) {
 
 async fn settle(app: &TestApp) {
     within(Duration::from_secs(10), "calls to end", async {
-        while !app.state.calls.is_empty() || app.state.session.metrics.calls_active.get() != 0 {
+        while !app.state.calls.is_empty() || app.state.calls_config.metrics.calls_active.get() != 0
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -118,7 +119,7 @@ fn soak_sequential_and_concurrent_calls_leave_tasks_and_heap_at_baseline() {
         settle(&app).await;
         let tasks_after = wait_for_baseline(&metrics, tasks_before).await;
         let growth = tracked_heap_bytes() - heap_before;
-        let per_call = caly::simulate::slope(&points);
+        let per_call = caly::devtools::simulate::slope(&points);
         println!(
             "soak: {n} sequential calls in {:.1} s; alive tasks {tasks_before} -> {tasks_after}; \
              heap {:+} bytes; slope {per_call:+.3} bytes/call over {} samples",
@@ -193,7 +194,7 @@ fn soak_sequential_and_concurrent_calls_leave_tasks_and_heap_at_baseline() {
         );
         assert_eq!(
             caly::metrics::Metrics::get(
-                &app.state.session.metrics.calls_ended,
+                &app.state.calls_config.metrics.calls_ended,
                 "outcome",
                 "hangup"
             ),

@@ -3,9 +3,11 @@
 // Test helpers outside `#[test]` functions fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod actions;
 mod agents;
 mod alloc;
 mod backpressure;
+mod conversation;
 mod exotel;
 mod faults;
 mod fuzz_inputs;

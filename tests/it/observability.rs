@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use caly::simulate::ExotelClient;
+use caly::devtools::simulate::ExotelClient;
 use caly::testing::within;
 
 use crate::helpers::{TempDir, repo, spawn_binary, take_a_turn, utterance};
@@ -88,7 +88,7 @@ async fn a_full_call_logs_json_with_masked_numbers_and_no_transcript_at_info() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_debug_the_transcript_is_visible_and_numbers_are_still_masked() {
     // The INFO test above would pass vacuously if transcripts never reached the log at all.
-    let (logs, transcript) = one_call_logged("info,caly::telephony=debug").await;
+    let (logs, transcript) = one_call_logged("info,caly::call=debug").await;
     assert!(
         transcript.iter().any(|t| logs.contains(t.as_str())),
         "no transcript line at DEBUG: {transcript:?}"
@@ -127,14 +127,24 @@ async fn metrics_parse_as_prometheus_text_and_move_during_a_call() {
         return;
     }
     let addr = app.addr.to_string();
-    let before = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
+    let before = scrape(
+        &caly::devtools::simulate::http_get(&addr, "/metrics")
+            .await
+            .unwrap()
+            .1,
+    );
     let mut c = ExotelClient::connect(&app.url("sample-rate=8000"), None)
         .await
         .unwrap();
     c.start("MZmetrics", "CAmetrics", 8000).await.unwrap();
     take_a_turn(&mut c, &utterance()).await;
     // Mid-call (the caller has not hung up): one call active.
-    let during = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
+    let during = scrape(
+        &caly::devtools::simulate::http_get(&addr, "/metrics")
+            .await
+            .unwrap()
+            .1,
+    );
     assert_eq!(value(&during, "caly_calls_active", &[]), 1.0);
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop().await.unwrap();
@@ -145,7 +155,12 @@ async fn metrics_parse_as_prometheus_text_and_move_during_a_call() {
         "the records to be written",
         async {
             loop {
-                let s = scrape(&caly::simulate::http_get(&addr, "/metrics").await.unwrap().1);
+                let s = scrape(
+                    &caly::devtools::simulate::http_get(&addr, "/metrics")
+                        .await
+                        .unwrap()
+                        .1,
+                );
                 if value(&s, "caly_store_queue_depth", &[]) == 0.0
                     && value(&s, "caly_store_records_written_total", &[]) > 0.0
                 {

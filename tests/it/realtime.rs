@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use caly::frame::{Control, Event, Frame, Packet, Speaker};
-use caly::pipeline::{Bus, BusEvent, BusKind, Outcome, Pipeline, PipelineOptions, SourceHandle};
-use caly::registry::CompileOptions;
-use caly::stage::{RealtimeEndpoint, Services};
-use caly::stages::realtime_simulator::{ScriptTurn, Simulator, SimulatorConfig};
+use caly::devtools::realtime_sim::{ScriptTurn, Simulator, SimulatorConfig};
+use caly::engine::bus::{Bus, BusEvent, BusKind};
+use caly::engine::frame::{Control, Event, Frame, Packet, Speaker};
+use caly::engine::pipeline::{Outcome, Pipeline, PipelineOptions, SourceHandle};
+use caly::engine::registry::CompileOptions;
+use caly::engine::stage::Services;
+use caly::stages::realtime::RealtimeEndpoint;
 use caly::testing::{read_wav_mono, signal, within};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -25,10 +27,13 @@ fn script(turns: &[(&str, &str, Option<&str>)]) -> Vec<ScriptTurn> {
             bot: (*bot).into(),
             bot_ms: 1200,
             tool: tool.map(|t| (t.into(), serde_json::json!({"order_number": "1001"}))),
+            more_tools: Vec::new(),
         })
         .collect()
 }
 
+/// The realtime stage alone, with no call controller to ask for answers: the model answers
+/// every turn itself (`create_response = true`), as the API does by default.
 fn pipeline(voice: &str, pcmu: bool) -> String {
     let front = if pcmu {
         "[stages.decode]\nkind = \"decode\"\n[stages.vad]\nkind = \"vad\"\n[stages.ulaw]\nkind = \"encode\"\nencoding = \"mulaw\"\n"
@@ -36,7 +41,15 @@ fn pipeline(voice: &str, pcmu: bool) -> String {
         "[stages.decode]\nkind = \"decode\"\n[stages.resample]\nkind = \"resample\"\nsample_rate = 24000\n[stages.vad]\nkind = \"vad\"\n"
     };
     format!(
-        "[pipeline]\nname = \"rt\"\n[stages.caller]\nkind = \"call_audio\"\n{front}[stages.voice]\nkind = \"realtime\"\n{voice}\n[stages.playback]\nkind = \"call_playback\"\ninputs = [\"voice.audio\"]\nring = {{ capacity_ms = 5000, when_full = \"block\" }}\n"
+        "[pipeline]\nname = \"rt\"\n[stages.caller]\nkind = \"call_audio\"\n{front}[stages.voice]\nkind = \"realtime\"\ncreate_response = true\n{voice}\n[stages.playback]\nkind = \"call_playback\"\ninputs = [\"voice.audio\"]\nring = {{ capacity_ms = 5000, when_full = \"block\" }}\n"
+    )
+}
+
+/// A stage that offers `agents` (a quoted list body) as tools to the model and answers
+/// nothing: the test plays the agent.
+fn offer_tools(agents: &str) -> String {
+    format!(
+        "[stages.tools]\nkind = \"offer_tools\"\ninputs = [\"voice.tool_calls\"]\nagents = [\"{agents}\"]\n"
     )
 }
 
@@ -57,7 +70,7 @@ impl Call {
         text: &str,
         sim: &Simulator,
         key: &str,
-        shopify: Option<Arc<caly::shopify::Shopify>>,
+        shopify: Option<Arc<caly::commerce::shop::Shopify>>,
     ) -> Call {
         let graph = compile_with(
             text,
@@ -67,14 +80,14 @@ impl Call {
         );
         let bus = Bus::new();
         let rx = bus.subscribe();
-        let services = Services {
-            realtime: RealtimeEndpoint {
-                url: sim.url(),
-                api_key: Some(key.into()),
-                simulator: true,
-            },
-            shopify,
-        };
+        let mut services = Services::new().with(RealtimeEndpoint {
+            url: sim.url(),
+            api_key: Some(key.into()),
+            simulator: true,
+        });
+        if let Some(shop) = shopify {
+            services.insert(shop);
+        }
         let options = PipelineOptions {
             bus: Some(bus),
             services: Some(Arc::new(services)),
@@ -183,16 +196,24 @@ async fn the_session_is_configured_as_the_toml_says_in_both_audio_formats() {
     std::fs::write(&prompt, "Speak Hinglish, briefly.").unwrap();
     let sim = Simulator::start(SimulatorConfig::default()).await.unwrap();
     let voice = format!(
-        "voice = \"shimmer\"\ninstructions = \"{}\"\nlanguage = \"hi\"\ntools = [\"order_status\", \"cancel_order\"]",
+        "voice = \"shimmer\"\ninstructions = \"{}\"\nlanguage = \"hi\"",
         prompt.display()
     );
-    let mut call = Call::start(&pipeline(&voice, false), &sim, "sk-test");
+    let text = format!(
+        "{}{}",
+        pipeline(&voice, false),
+        offer_tools("order_status\", \"cancel_order")
+    );
+    let mut call = Call::start(&text, &sim, "sk-test");
     call.speak().await;
     call.bot_said().await;
     let (_, update) = events(&sim, "session.update").remove(0);
     let s = &update["session"];
     assert_eq!(s["type"], "realtime");
-    assert_eq!(s["model"], "gpt-realtime");
+    assert_eq!(s["model"], "gpt-realtime-2.1");
+    // A reasoning model: quick answers by default, no parallel tool calls unless asked.
+    assert_eq!(s["reasoning"], serde_json::json!({"effort": "low"}));
+    assert!(s.get("parallel_tool_calls").is_none(), "{s}");
     assert_eq!(s["instructions"], "Speak Hinglish, briefly.");
     assert_eq!(s["output_modalities"], serde_json::json!(["audio"]));
     assert_eq!(
@@ -204,9 +225,15 @@ async fn the_session_is_configured_as_the_toml_says_in_both_audio_formats() {
         serde_json::json!({"type": "audio/pcm", "rate": 24000})
     );
     assert_eq!(s["audio"]["output"]["voice"], "shimmer");
-    assert_eq!(
-        s["audio"]["input"]["transcription"],
-        serde_json::json!({"model": "gpt-4o-transcribe", "language": "hi"})
+    let tr = &s["audio"]["input"]["transcription"];
+    assert_eq!(tr["model"], "gpt-transcribe");
+    assert_eq!(tr["language"], "hi", "one language when the TOML names one");
+    assert!(tr.get("languages").is_none(), "{tr}");
+    assert!(
+        tr["keywords"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|w| w == "refund")),
+        "{tr}"
     );
     let td = &s["audio"]["input"]["turn_detection"];
     assert_eq!(
@@ -290,6 +317,7 @@ async fn barge_in_cancels_and_truncates_to_what_the_caller_heard() {
             bot: "a long answer".into(),
             bot_ms: 4000,
             tool: None,
+            more_tools: Vec::new(),
         }],
         delta_interval: Duration::from_millis(25),
         ..Default::default()
@@ -340,6 +368,7 @@ async fn barge_in_cancels_and_truncates_to_what_the_caller_heard() {
             bot: "a long answer".into(),
             bot_ms: 4000,
             tool: None,
+            more_tools: Vec::new(),
         }],
         delta_interval: Duration::from_millis(25),
         ..Default::default()
@@ -504,22 +533,29 @@ async fn a_tool_call_round_trips_through_a_test_agent() {
     .await
     .unwrap();
     let mut call = Call::start(
-        &pipeline("tools = [\"order_status\"]", false),
+        &format!("{}{}", pipeline("", false), offer_tools("order_status")),
         &sim,
         "sk-test",
     );
     call.speak().await;
-    let (call_id, name, arguments) = call
+    let (call_id, name, arguments, turns_begun) = call
         .wait_for("a tool call", |k| match k {
             BusKind::Event(Event::ToolCall {
                 call_id,
                 name,
                 arguments,
-            }) => Some((call_id.clone(), name.clone(), arguments.clone())),
+                turns_begun,
+            }) => Some((
+                call_id.clone(),
+                name.clone(),
+                arguments.clone(),
+                *turns_begun,
+            )),
             _ => None,
         })
         .await;
     assert_eq!(name, "order_status");
+    assert_eq!(turns_begun, Some(1), "the caller had begun one turn");
     assert_eq!(
         serde_json::from_str::<Value>(&arguments).unwrap()["order_number"],
         "1001"
@@ -556,7 +592,7 @@ async fn a_tool_call_round_trips_through_a_test_agent() {
 fn agent_pipeline() -> String {
     format!(
         "{}\n[stages.intent]\nkind = \"classify_intent\"\ninputs = [\"voice.transcript\"]\n\n[stages.actions]\nkind = \"agent\"\ninputs = [\"intent\", \"voice.tool_calls\"]\nagents = [\"order_status\", \"cancel_order\"]\n",
-        pipeline("tools = [\"order_status\", \"cancel_order\"]", false)
+        pipeline("", false)
     )
 }
 
@@ -576,15 +612,17 @@ fn tool_outputs(sim: &Simulator) -> Vec<(String, String)> {
 }
 
 async fn store() -> (
-    caly::shopify::fake::FakeShopify,
-    Arc<caly::shopify::Shopify>,
+    caly::testing::fake_shop::FakeShopify,
+    Arc<caly::commerce::shop::Shopify>,
 ) {
-    let fake = caly::shopify::fake::FakeShopify::start("shpat_t")
+    let fake = caly::testing::fake_shop::FakeShopify::start("shpat_t")
         .await
         .unwrap();
-    let shop =
-        caly::shopify::Shopify::new(caly::shopify::ShopifyConfig::new(fake.url(), "shpat_t"))
-            .unwrap();
+    let shop = caly::commerce::shop::Shopify::new(caly::commerce::shop::ShopifyConfig::new(
+        fake.url(),
+        "shpat_t",
+    ))
+    .unwrap();
     (fake, shop)
 }
 
@@ -645,26 +683,34 @@ async fn a_tool_call_reaches_the_agent_and_a_cancel_happens_once_after_yes_even_
     assert_eq!(call.end().await, Outcome::Completed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_cancel_happens_without_a_yes() {
+/// Plays `turns` (a caller turn and the bot's answer each) through the agent pipeline against
+/// the fake store: each tool output's status, and the cancellations the store made.
+async fn play_against_the_store(turns: &[(&str, &str, Option<&str>)]) -> (Vec<String>, usize) {
     let (fake, shop) = store().await;
-    let turns = script(&[
-        ("order 1001 cancel kar do", "Pakka?", Some("cancel_order")),
-        ("nahi rehne do", "Theek hai.", Some("cancel_order")),
-        ("mera order kahan hai", "Dekhti hoon.", Some("cancel_order")),
-    ]);
     let sim = Simulator::start(SimulatorConfig {
-        script: turns,
+        script: script(turns),
         ..SimulatorConfig::default()
     })
     .await
     .unwrap();
     let mut call = Call::start_with(&agent_pipeline(), &sim, "sk-test", Some(shop));
-    for _ in 0..3 {
+    for _ in turns {
         call.speak().await;
         call.bot_said().await;
     }
     let statuses: Vec<String> = tool_outputs(&sim).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(call.end().await, Outcome::Completed);
+    (statuses, fake.succeeded("OrderCancel"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cancel_happens_without_a_yes() {
+    let (statuses, cancels) = play_against_the_store(&[
+        ("order 1001 cancel kar do", "Pakka?", Some("cancel_order")),
+        ("nahi rehne do", "Theek hai.", Some("cancel_order")),
+        ("mera order kahan hai", "Dekhti hoon.", Some("cancel_order")),
+    ])
+    .await;
     assert_eq!(
         statuses,
         [
@@ -673,6 +719,226 @@ async fn no_cancel_happens_without_a_yes() {
             "needs_confirmation"
         ]
     );
-    assert_eq!(fake.succeeded("OrderCancel"), 0);
+    assert_eq!(cancels, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reasoning_model_gets_its_effort_and_answers_two_parallel_tool_calls_in_one_response() {
+    let mut turns = script(&[(
+        "mera order aur refund",
+        "Dono dekh liye",
+        Some("order_status"),
+    )]);
+    turns[0].more_tools = vec![(
+        "refund_status".into(),
+        serde_json::json!({"order_number": "1001"}),
+    )];
+    let sim = Simulator::start(SimulatorConfig {
+        script: turns,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let voice =
+        "model = \"gpt-realtime-2.1\"\nreasoning_effort = \"medium\"\nparallel_tool_calls = true";
+    let text = format!(
+        "{}{}",
+        pipeline(voice, false),
+        offer_tools("order_status\", \"refund_status")
+    );
+    let mut call = Call::start(&text, &sim, "sk-test");
+    call.speak().await;
+    let mut calls = Vec::new();
+    while calls.len() < 2 {
+        let c = call
+            .wait_for("a tool call", |k| match k {
+                BusKind::Event(Event::ToolCall { call_id, name, .. }) => {
+                    Some((call_id.clone(), name.clone()))
+                }
+                _ => None,
+            })
+            .await;
+        calls.push(c);
+    }
+    let names: Vec<&str> = calls.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["order_status", "refund_status"]);
+    // The test plays the agent: both results, one after the other.
+    for (i, (call_id, _)) in calls.iter().enumerate() {
+        call.pipeline
+            .control(
+                "voice",
+                Control::ToolResult {
+                    call_id: call_id.clone(),
+                    output: format!("{{\"fact\":{i}}}"),
+                },
+            )
+            .unwrap();
+    }
+    let said = call.bot_said().await;
+    assert!(
+        said.contains("fact\":0") && said.contains("fact\":1"),
+        "{said}"
+    );
+    let (_, update) = events(&sim, "session.update").remove(0);
+    assert_eq!(
+        update["session"]["reasoning"],
+        serde_json::json!({"effort": "medium"})
+    );
+    assert_eq!(update["session"]["parallel_tool_calls"], true);
+    // One response carried both calls, and the answer was asked for once, after both outputs.
+    let log: Vec<Value> = sim.log().into_iter().map(|l| l.event).collect();
+    let outputs: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["item"]["type"] == "function_call_output")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(outputs.len(), 2);
+    let creates_between = log[outputs[0]..outputs[1]]
+        .iter()
+        .filter(|e| e["type"] == "response.create")
+        .count();
+    assert_eq!(creates_between, 0, "no response before every output is in");
+    assert_eq!(log[outputs[1] + 1]["type"], "response.create");
+    assert!(
+        sim.log().iter().all(|l| l.valid),
+        "every client event is GA-shaped"
+    );
     assert_eq!(call.end().await, Outcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_reasoning_model_gets_neither_reasoning_nor_parallel_tool_calls() {
+    let sim = Simulator::start(SimulatorConfig::default()).await.unwrap();
+    let mut call = Call::start(
+        &pipeline(
+            "model = \"gpt-realtime-1.5\"\ntranscription_model = \"gpt-live-transcribe\"",
+            false,
+        ),
+        &sim,
+        "sk-test",
+    );
+    call.speak().await;
+    call.bot_said().await;
+    let (_, update) = events(&sim, "session.update").remove(0);
+    let s = &update["session"];
+    assert_eq!(s["model"], "gpt-realtime-1.5");
+    assert!(s.get("reasoning").is_none(), "{s}");
+    assert!(s.get("parallel_tool_calls").is_none(), "{s}");
+    // Code-mixed callers: both languages by default, and the store's words.
+    let tr = &s["audio"]["input"]["transcription"];
+    assert_eq!(tr["model"], "gpt-live-transcribe");
+    assert_eq!(tr["languages"], serde_json::json!(["hi", "en"]));
+    assert!(tr.get("language").is_none());
+    assert!(
+        tr["keywords"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|w| w == "pincode"))
+    );
+    assert_eq!(call.end().await, Outcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_create_response_the_model_answers_only_when_the_controller_asks() {
+    let sim = Simulator::start(SimulatorConfig {
+        script: script(&[
+            (
+                "hello, mera order kahan hai",
+                "Order number bata dijiye.",
+                None,
+            ),
+            ("Caller typed on the keypad: 1001", "Dekhti hoon.", None),
+        ]),
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let text = pipeline("", false).replace("create_response = true\n", "");
+    let mut call = Call::start(&text, &sim, "sk-test");
+    call.speak().await;
+    call.wait_for("the model's end of the caller's turn", |k| match k {
+        BusKind::Event(Event::ModelSpeechStopped) => Some(()),
+        _ => None,
+    })
+    .await;
+    let (_, update) = events(&sim, "session.update").remove(0);
+    assert_eq!(
+        update["session"]["audio"]["input"]["turn_detection"]["create_response"],
+        false
+    );
+    assert!(
+        events(&sim, "response.create").is_empty(),
+        "nothing asked yet"
+    );
+    call.pipeline.control_all(&Control::Respond);
+    call.bot_said().await;
+    assert_eq!(events(&sim, "response.create").len(), 1);
+    // Keys typed on the keypad: the caller's message to the model, answered, and in the
+    // caller's transcript.
+    call.pipeline.control_all(&Control::CallerText(
+        "Caller typed on the keypad: 1001".into(),
+    ));
+    let typed = call
+        .wait_for("the typed turn in the transcript", |k| match k {
+            BusKind::Text(t)
+                if t.speaker == Speaker::Caller && t.is_final && t.text.contains("keypad") =>
+            {
+                Some(t.text.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(typed, "Caller typed on the keypad: 1001");
+    call.bot_said().await;
+    let items: Vec<Value> = events(&sim, "conversation.item.create")
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        items.iter().any(|e| e["item"]["role"] == "user"
+            && e["item"]["content"][0]["type"] == "input_text"
+            && e["item"]["content"][0]["text"] == "Caller typed on the keypad: 1001"),
+        "{items:?}"
+    );
+    assert_eq!(events(&sim, "response.create").len(), 2);
+    call.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_quite_a_yes_does_not_cancel_and_a_clear_yes_then_does() {
+    // The intent stage reads "haan? phir se boliye" and "haan ek minute" as `affirm` with high
+    // confidence; the gate must not.
+    let (statuses, cancels) = play_against_the_store(&[
+        (
+            "order 1001 cancel kar do",
+            "Pakka cancel kar doon?",
+            Some("cancel_order"),
+        ),
+        (
+            "haan? phir se boliye",
+            "Kya main order cancel kar doon?",
+            Some("cancel_order"),
+        ),
+        (
+            "haan ek minute, ghar pe pooch loon",
+            "Zaroor.",
+            Some("cancel_order"),
+        ),
+        (
+            "haan ji, cancel kar dijiye",
+            "Ho gaya.",
+            Some("cancel_order"),
+        ),
+    ])
+    .await;
+    assert_eq!(
+        statuses,
+        [
+            "needs_confirmation",
+            "needs_confirmation",
+            "needs_confirmation",
+            "done"
+        ]
+    );
+    assert_eq!(cancels, 1);
 }

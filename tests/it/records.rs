@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use caly::simulate::ExotelClient;
+use caly::devtools::simulate::ExotelClient;
 use caly::store::keys::Scope;
 use caly::store::{Record, RecorderConfig, RecorderTask, Store, call_id_for_sid, now_ms};
 use caly::testing::within;
@@ -291,7 +291,12 @@ async fn every_rest_route_wants_a_valid_key_of_the_right_scope() {
             assert_eq!((s, error_code(&b)), (401, "unauthorized"), "{route}");
             let (s, _) = http.get(route, Some("caly_00000000_nope")).await;
             assert_eq!(s, 401, "{route}");
-            let forged = format!("{}0", &read.secret[..read.secret.len() - 1]);
+            // Change the last character to a different one: a fixed
+            // replacement would equal the real secret whenever it already
+            // ended in that character.
+            let last = read.secret.chars().last().unwrap_or('0');
+            let other = if last == '0' { '1' } else { '0' };
+            let forged = format!("{}{other}", &read.secret[..read.secret.len() - 1]);
             let (s, _) = http.get(route, Some(&forged)).await;
             assert_eq!(s, 401, "{route} with a forged secret");
             let (s, b) = http.get(route, Some(&read.secret)).await;

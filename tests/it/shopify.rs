@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use caly::shopify::fake::FakeShopify;
-use caly::shopify::{Shopify, ShopifyConfig, ShopifyError};
+use caly::commerce::shop::{Shopify, ShopifyConfig, ShopifyError};
+use caly::testing::fake_shop::FakeShopify;
 
 async fn store() -> (FakeShopify, Arc<Shopify>) {
     let fake = FakeShopify::start("shpat_test").await.unwrap();

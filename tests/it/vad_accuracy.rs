@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use caly::replay::{self, ReplayOptions, Segment};
+use caly::devtools::replay::{self, ReplayOptions, Segment};
 use caly::testing::{signal, write_wav_mono};
 
 use crate::helpers::{init, repo};
@@ -23,7 +23,7 @@ async fn detect(path: &Path) -> (Vec<Segment>, f64) {
         sample_rate: None,
     };
     let report = replay::run(path, &options).await.unwrap();
-    assert_eq!(report.outcome, caly::pipeline::Outcome::Completed);
+    assert_eq!(report.outcome, caly::engine::pipeline::Outcome::Completed);
     (report.segments, report.audio_seconds)
 }
 
@@ -48,6 +48,7 @@ async fn vad_finds_every_utterance_within_100_ms_of_the_truth() {
         "speech_en_hi_8k.wav",
         "speech_en_hi_noisy_16k.wav",
         "backchannel_haan_hmm_16k.wav",
+        "dither_then_speech_hi_8k.wav",
     ] {
         let want: Vec<Segment> = truth[file]
             .as_array()
@@ -136,12 +137,12 @@ async fn backchannels_are_speech_but_never_long_enough_to_barge_in() {
     let started = report
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, caly::frame::Event::SpeechStarted { .. }))
+        .filter(|(_, e)| matches!(e, caly::engine::frame::Event::SpeechStarted { .. }))
         .count();
     let confirmed = report
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, caly::frame::Event::SpeechConfirmed { .. }))
+        .filter(|(_, e)| matches!(e, caly::engine::frame::Event::SpeechConfirmed { .. }))
         .count();
     assert_eq!((started, confirmed), (2, 0), "{:?}", report.events);
     // The same words inside a long sentence are confirmed.
@@ -151,7 +152,60 @@ async fn backchannels_are_speech_but_never_long_enough_to_barge_in() {
     let confirmed = long
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, caly::frame::Event::SpeechConfirmed { .. }))
+        .filter(|(_, e)| matches!(e, caly::engine::frame::Event::SpeechConfirmed { .. }))
         .count();
     assert_eq!(confirmed, 4);
+}
+
+#[tokio::test]
+async fn over_a_reply_every_sentence_can_barge_in_and_no_backchannel_does() {
+    // Hindi, Indian-English and English sentences, and quick "haan", "hmm", "achha", "ji", as
+    // a caller says them while the bot talks (`fixtures/generate.py`, `OVERLAP`).
+    let options = ReplayOptions {
+        pipeline: repo("pipelines/front_half.toml"),
+        sample_rate: None,
+    };
+    let file = "overlap_speech_hi_en_8k.wav";
+    let report = replay::run(&repo(&format!("fixtures/audio/{file}")), &options)
+        .await
+        .unwrap();
+    let truth = truth();
+    let items = truth[file].as_array().unwrap();
+    let confirmed: Vec<f64> = report
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            caly::engine::frame::Event::SpeechConfirmed { at } => Some(at.as_secs_f64()),
+            _ => None,
+        })
+        .collect();
+    let of_kind = |kind: &str| {
+        items
+            .iter()
+            .filter(|i| i["kind"] == kind)
+            .map(|i| (i["start"].as_f64().unwrap(), i["end"].as_f64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let sentences = of_kind("speech");
+    let backchannels = of_kind("backchannel");
+    assert!(sentences.len() >= 6 && backchannels.len() >= 4, "{items:?}");
+    assert_eq!(
+        confirmed.len(),
+        sentences.len(),
+        "{confirmed:?} vs {sentences:?}"
+    );
+    for (at, (start, _)) in confirmed.iter().zip(&sentences) {
+        assert!(
+            (at - start).abs() <= TOLERANCE_S,
+            "confirmed onset {at:.3} s, sentence at {start:.3} s"
+        );
+    }
+    for (start, end) in &backchannels {
+        assert!(
+            !confirmed
+                .iter()
+                .any(|at| at >= &(start - TOLERANCE_S) && at <= end),
+            "a backchannel at {start:.3} s was taken for a barge-in: {confirmed:?}"
+        );
+    }
 }

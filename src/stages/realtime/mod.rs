@@ -17,9 +17,8 @@
 //! turns before the 60-minute cap. Fatal errors (`invalid_api_key`, `insufficient_quota`, …)
 //! end the call with the reason, never a reconnect loop. Facts: PROTOCOLS.md §3.
 
+pub mod models;
 pub mod protocol;
-pub mod simulator;
-pub mod tools;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -35,15 +34,52 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::codec::linear_to_ulaw;
-use crate::format::{Caps, Encoding, Format};
-use crate::frame::{AudioChunk, Control, Event, Frame, Speaker, TextChunk};
-use crate::pipeline::BusKind;
-use crate::registry::{CompileOptions, Invalid, Negotiated, Role, StageKind};
-use crate::stage::{BuildCtx, BuildError, Port, Runnable, StageError, TaskIo, TaskStage};
+use crate::engine::format::{Caps, Encoding, Format};
+use crate::engine::frame::{AudioChunk, Control, Event, Frame, Speaker, TextChunk};
+use crate::engine::bus::BusKind;
+use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
+use crate::engine::stage::{BuildCtx, BuildError, Port, Runnable, StageError, TaskIo, TaskStage};
 use protocol::{
     AudioDelta, AudioFormat, AudioInput, AudioOutput, ClientEvent, Content, Item, Peek, append_text, decode_audio,
-    ServerEvent, Session, SessionAudio, Transcription, TurnDetection,
+    Reasoning, ServerEvent, Session, SessionAudio, Transcription, TurnDetection,
 };
+pub use protocol::ReasoningEffort;
+
+/// Where the `realtime` stage connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeEndpoint {
+    /// `wss://api.openai.com/v1/realtime` (or a loopback simulator's `ws://` URL).
+    pub url: String,
+    /// The API key, if any.
+    pub api_key: Option<String>,
+    /// Whether this is the offline simulator.
+    pub simulator: bool,
+}
+
+/// OpenAI's Realtime endpoint (PROTOCOLS.md §3.2).
+pub const OPENAI_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime";
+
+
+impl RealtimeEndpoint {
+    /// From `OPENAI_REALTIME_URL` and `OPENAI_API_KEY`.
+    pub fn from_env() -> RealtimeEndpoint {
+        RealtimeEndpoint {
+            url: std::env::var("OPENAI_REALTIME_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| OPENAI_REALTIME_URL.to_owned()),
+            api_key: std::env::var("OPENAI_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            simulator: false,
+        }
+    }
+}
+
+/// Function calls awaiting their output that are remembered; older ones are forgotten.
+const MAX_OPEN_CALLS: usize = 16;
+/// User items whose caller turn is remembered (their transcripts arrive soon after).
+const MAX_TURNS_KEPT: usize = 32;
 
 /// Output ports, in order.
 pub const PORT_AUDIO: usize = 0;
@@ -61,19 +97,23 @@ static PCMU_8K: Caps = Caps::Encoded {
 };
 
 fn d_model() -> String {
-    "gpt-realtime".into()
+    "gpt-realtime-2.1".into()
 }
 fn d_voice() -> String {
     "marin".into()
 }
-fn d_output_format() -> String {
-    "pcm16".into()
-}
 fn d_transcription_model() -> String {
-    "gpt-4o-transcribe".into()
+    "gpt-transcribe".into()
 }
-fn d_turn_detection() -> String {
-    "server_vad".into()
+/// Code-mixed Hinglish callers: both languages, not one.
+fn d_languages() -> Vec<String> {
+    vec!["hi".into(), "en".into()]
+}
+/// Words an e-commerce caller says that a recogniser should not miss.
+fn d_keywords() -> Vec<String> {
+    ["order", "cancel", "return", "refund", "replacement", "exchange", "pincode", "delivery", "tracking", "COD"]
+        .map(String::from)
+        .to_vec()
 }
 fn d_threshold() -> f32 {
     0.5
@@ -83,9 +123,6 @@ fn d_prefix_padding_ms() -> u32 {
 }
 fn d_silence_duration_ms() -> u32 {
     500
-}
-fn d_true() -> bool {
-    true
 }
 fn d_renew_after_secs() -> u64 {
     // Before OpenAI's 60-minute session cap (§3.11), between turns.
@@ -123,7 +160,8 @@ fn d_history_turns() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealtimeSpec {
-    /// Realtime model (`gpt-realtime`, `gpt-realtime-mini`, …).
+    /// Realtime model (`gpt-realtime-2.1`, `gpt-realtime-2.1-mini`, `gpt-realtime-1.5`, …;
+    /// see [`models`]).
     #[serde(default = "d_model")]
     pub model: String,
     /// Voice (`marin`, `shimmer`, …).
@@ -132,18 +170,29 @@ pub struct RealtimeSpec {
     /// A file of instructions for the model (relative to the working directory).
     pub instructions: Option<String>,
     /// `pcm16` (24 kHz) or `pcmu` (8 kHz μ-law): must match the input edge when given.
-    pub input_format: Option<String>,
+    pub input_format: Option<AudioWire>,
     /// `pcm16` (24 kHz out) or `pcmu` (8 kHz out, decoded to PCM16 here).
-    #[serde(default = "d_output_format")]
-    pub output_format: String,
+    #[serde(default)]
+    pub output_format: AudioWire,
     /// Model that transcribes the caller.
     #[serde(default = "d_transcription_model")]
     pub transcription_model: String,
-    /// Language hint for the caller's transcription (e.g. `hi`); none for code-mixed speech.
+    /// One language for the caller's transcription (e.g. `hi`), instead of `languages`.
     pub language: Option<String>,
+    /// Languages the caller may speak, for transcription models that take several
+    /// (`gpt-transcribe`, `gpt-live-transcribe`). Default `["hi", "en"]`.
+    pub languages: Option<Vec<String>>,
+    /// Words the recogniser should listen for (the store's own words), for transcription
+    /// models that take them. Default: order, cancel, return, refund, pincode, …
+    pub keywords: Option<Vec<String>>,
     /// `server_vad`, `semantic_vad` or `none`.
-    #[serde(default = "d_turn_detection")]
-    pub turn_detection: String,
+    #[serde(default)]
+    pub turn_detection: TurnDetectionKind,
+    /// How hard a reasoning model thinks before answering (`minimal` … `xhigh`); only for
+    /// the `gpt-realtime-2` family. Default `low`: phone callers wait for every answer.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Let a reasoning model call several tools at once (the `gpt-realtime-2` family only).
+    pub parallel_tool_calls: Option<bool>,
     /// Server VAD threshold, 0–1.
     #[serde(default = "d_threshold")]
     pub vad_threshold: f32,
@@ -153,16 +202,15 @@ pub struct RealtimeSpec {
     /// Server VAD silence that ends a turn, ms.
     #[serde(default = "d_silence_duration_ms")]
     pub silence_duration_ms: u32,
-    /// Let the model answer on its own at the end of a turn.
-    #[serde(default = "d_true")]
+    /// Let the model answer on its own at the end of every turn its turn detection commits,
+    /// backchannels ("haan", "hmm") over the bot included. Off by default: the call controller
+    /// asks for each answer ([`Control::Respond`], `[conversation]` in the pipeline file).
+    #[serde(default)]
     pub create_response: bool,
     /// Let the model cancel its own answer when the caller speaks. Off by default: Caly's
     /// own barge-in ignores backchannels ("haan") and clears Exotel in step.
     #[serde(default)]
     pub interrupt_response: bool,
-    /// Tools (agents) the model may call: `order_status`, `cancel_order`, …
-    #[serde(default)]
-    pub tools: Vec<String>,
     /// Overrides the Realtime URL (tests; `${VAR}` works).
     pub url: Option<String>,
     /// Renew the session (reconnect between turns) after this many seconds.
@@ -197,6 +245,50 @@ pub struct RealtimeSpec {
     pub history_turns: usize,
 }
 
+impl RealtimeSpec {
+    /// The models it names: (TOML key, model, role).
+    pub fn models(&self) -> [(&'static str, &str, models::Role); 2] {
+        [
+            ("model", self.model.as_str(), models::Role::Realtime),
+            ("transcription_model", self.transcription_model.as_str(), models::Role::Transcription),
+        ]
+    }
+}
+
+/// How audio crosses the Realtime socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioWire {
+    /// PCM16 at 24 kHz (`audio/pcm`).
+    #[default]
+    Pcm16,
+    /// G.711 μ-law at 8 kHz (`audio/pcmu`).
+    Pcmu,
+}
+
+/// Who detects the caller's turns on the model's side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetectionKind {
+    /// Energy-based, with `vad_threshold`, `prefix_padding_ms`, `silence_duration_ms`.
+    #[default]
+    ServerVad,
+    /// The model judges when the caller has finished.
+    SemanticVad,
+    /// No turn detection on the model's side.
+    None,
+}
+
+impl TurnDetectionKind {
+    fn wire(self) -> Option<&'static str> {
+        match self {
+            TurnDetectionKind::ServerVad => Some("server_vad"),
+            TurnDetectionKind::SemanticVad => Some("semantic_vad"),
+            TurnDetectionKind::None => None,
+        }
+    }
+}
+
 /// What the session loop needs, built once per call.
 #[derive(Debug, Clone)]
 struct Config {
@@ -216,6 +308,8 @@ struct Config {
     backoff_max: Duration,
     gap_bytes: usize,
     history_turns: usize,
+    /// The model answers turns itself (`create_response`): [`Control::Respond`] is moot.
+    auto_respond: bool,
 }
 
 /// Speech to speech over the OpenAI Realtime API.
@@ -223,18 +317,10 @@ pub struct Realtime {
     config: Arc<Config>,
 }
 
-fn audio_format(name: &str) -> Option<bool> {
-    match name {
-        "pcm16" => Some(false),
-        "pcmu" => Some(true),
-        _ => None,
-    }
-}
-
 impl StageKind for Realtime {
     const NAME: &'static str = "realtime";
     const SUMMARY: &'static str = "OpenAI Realtime (GA) speech to speech: audio, transcripts, tool calls.";
-    const EXAMPLE: &'static str = "model = \"gpt-realtime\"\nvoice = \"marin\"\ntools = [\"order_status\"]";
+    const EXAMPLE: &'static str = "model = \"gpt-realtime-2.1\"\nvoice = \"marin\"\nreasoning_effort = \"low\"";
     const ROLE: Role = Role::Transform;
     const TASK: bool = true;
     type Spec = RealtimeSpec;
@@ -243,34 +329,66 @@ impl StageKind for Realtime {
         Caps::Either(&PCM_24K, &PCMU_8K)
     }
 
+    /// A model with an announced shutdown still in the future.
+    fn warnings(spec: &RealtimeSpec) -> Vec<Invalid> {
+        let today = models::today();
+        spec.models()
+            .into_iter()
+            .filter(|(_, name, _)| matches!(models::standing(name, today), models::Standing::Retiring { .. }))
+            .filter_map(|(key, name, role)| {
+                models::notice(name, role, today).map(|message| Invalid { key, message })
+            })
+            .collect()
+    }
+
     fn validate(spec: &RealtimeSpec) -> Vec<Invalid> {
         let mut invalid = Vec::new();
-        if spec.input_format.as_deref().is_some_and(|f| audio_format(f).is_none()) {
+        let today = models::today();
+        for (key, name, role) in spec.models() {
+            if let models::Standing::Retired { .. } = models::standing(name, today) {
+                invalid.push(Invalid {
+                    key,
+                    message: models::notice(name, role, today).unwrap_or_default(),
+                });
+            }
+        }
+        if !models::takes_reasoning(&spec.model) {
+            for (key, set) in [
+                ("reasoning_effort", spec.reasoning_effort.is_some()),
+                ("parallel_tool_calls", spec.parallel_tool_calls.is_some()),
+            ] {
+                if set {
+                    invalid.push(Invalid {
+                        key,
+                        message: format!(
+                            "`{}` is not a reasoning model: only the gpt-realtime-2 family (gpt-realtime-2, gpt-realtime-2.1, gpt-realtime-2.1-mini) takes `{key}`",
+                            spec.model
+                        ),
+                    });
+                }
+            }
+        }
+        if spec.language.is_some() && spec.languages.is_some() {
             invalid.push(Invalid {
-                key: "input_format",
-                message: "`pcm16` (24 kHz) or `pcmu` (8 kHz μ-law)".into(),
+                key: "languages",
+                message: "set `language` (one) or `languages` (several), not both".into(),
             });
         }
-        if audio_format(&spec.output_format).is_none() {
-            invalid.push(Invalid {
-                key: "output_format",
-                message: "`pcm16` (24 kHz) or `pcmu` (8 kHz μ-law)".into(),
-            });
-        }
-        if !["server_vad", "semantic_vad", "none"].contains(&spec.turn_detection.as_str()) {
-            invalid.push(Invalid {
-                key: "turn_detection",
-                message: "`server_vad`, `semantic_vad` or `none`".into(),
-            });
-        }
-        if let Some(unknown) = spec.tools.iter().find(|t| !tools::known(t)) {
-            invalid.push(Invalid {
-                key: "tools",
-                message: format!(
-                    "no tool `{unknown}`; known: {}",
-                    tools::catalog().iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
-                ),
-            });
+        if !models::takes_languages_and_keywords(&spec.transcription_model) {
+            for (key, set) in [
+                ("languages", spec.languages.is_some()),
+                ("keywords", spec.keywords.is_some()),
+            ] {
+                if set {
+                    invalid.push(Invalid {
+                        key,
+                        message: format!(
+                            "transcription model `{}` takes no `{key}` (gpt-transcribe and gpt-live-transcribe do); use `language` for one language",
+                            spec.transcription_model
+                        ),
+                    });
+                }
+            }
         }
         if !(0.0..=1.0).contains(&spec.vad_threshold) {
             invalid.push(Invalid {
@@ -285,22 +403,22 @@ impl StageKind for Realtime {
         spec: &RealtimeSpec,
         inputs: &[Format],
         _: &CompileOptions,
-    ) -> Result<Negotiated, String> {
+    ) -> Result<Negotiated, NegotiateError> {
         let pcmu_in = match inputs.first() {
             Some(Format::Audio(_)) => false,
             Some(Format::Encoded(_)) => true,
-            other => return Err(format!("realtime needs caller audio, got {other:?}")),
+            other => return Err(format!("realtime needs caller audio, got {other:?}").into()),
         };
-        if let Some(declared) = spec.input_format.as_deref().and_then(audio_format)
-            && declared != pcmu_in
+        if let Some(declared) = spec.input_format
+            && (declared == AudioWire::Pcmu) != pcmu_in
         {
             return Err(format!(
-                "input_format = \"{}\" but the input edge carries {}",
-                spec.input_format.as_deref().unwrap_or(""),
+                "input_format = {declared:?} but the input edge carries {}",
                 inputs[0]
-            ));
+            )
+            .into());
         }
-        let out_rate = if audio_format(&spec.output_format) == Some(true) {
+        let out_rate = if spec.output_format == AudioWire::Pcmu {
             8000
         } else {
             24000
@@ -330,7 +448,7 @@ impl StageKind for Realtime {
 
     fn build(spec: &RealtimeSpec, ctx: &BuildCtx<'_>) -> Result<Runnable, BuildError> {
         let input_pcmu = matches!(ctx.input(), Some(Format::Encoded(_)));
-        let output_pcmu = audio_format(&spec.output_format) == Some(true);
+        let output_pcmu = spec.output_format == AudioWire::Pcmu;
         let instructions = match &spec.instructions {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
                 ctx.error(format!("cannot read instructions {path}: {e}"))
@@ -338,19 +456,27 @@ impl StageKind for Realtime {
             None => None,
         };
         let format = |pcmu: bool| if pcmu { AudioFormat::pcmu() } else { AudioFormat::pcm() };
-        let turn_detection = match spec.turn_detection.as_str() {
-            "none" => None,
-            kind => Some(TurnDetection {
+        let server_vad = spec.turn_detection == TurnDetectionKind::ServerVad;
+        let turn_detection = spec.turn_detection.wire().map(|kind| TurnDetection {
                 kind: kind.into(),
-                threshold: (kind == "server_vad").then_some(spec.vad_threshold),
-                prefix_padding_ms: (kind == "server_vad").then_some(spec.prefix_padding_ms),
-                silence_duration_ms: (kind == "server_vad").then_some(spec.silence_duration_ms),
+                threshold: server_vad.then_some(spec.vad_threshold),
+                prefix_padding_ms: server_vad.then_some(spec.prefix_padding_ms),
+                silence_duration_ms: server_vad.then_some(spec.silence_duration_ms),
                 create_response: Some(spec.create_response),
                 interrupt_response: Some(spec.interrupt_response),
                 eagerness: None,
-            }),
-        };
-        let declared = tools::declare(&spec.tools);
+        });
+        // The tools are what the stages reading `tool_calls` offer (the `agent` stage's agents).
+        let declared: Vec<protocol::Tool> = ctx
+            .tools
+            .iter()
+            .map(|t| protocol::Tool {
+                kind: "function".into(),
+                name: t.name.into(),
+                description: t.description.into(),
+                parameters: t.parameters.clone(),
+            })
+            .collect();
         let session = Session {
             kind: "realtime".into(),
             model: Some(spec.model.clone()),
@@ -360,11 +486,7 @@ impl StageKind for Realtime {
                 input: Some(AudioInput {
                     format: Some(format(input_pcmu)),
                     noise_reduction: Some(serde_json::json!({"type": "near_field"})),
-                    transcription: Some(Transcription {
-                        model: spec.transcription_model.clone(),
-                        language: spec.language.clone(),
-                        prompt: None,
-                    }),
+                    transcription: Some(transcription(spec)),
                     turn_detection,
                 }),
                 output: Some(AudioOutput {
@@ -377,8 +499,19 @@ impl StageKind for Realtime {
             tools: (!declared.is_empty()).then_some(declared),
             max_output_tokens: None,
             truncation: None,
+            // Only the reasoning family takes these; for others they are never sent.
+            reasoning: models::takes_reasoning(&spec.model).then(|| Reasoning {
+                effort: spec.reasoning_effort.unwrap_or(ReasoningEffort::Low),
+            }),
+            parallel_tool_calls: spec
+                .parallel_tool_calls
+                .filter(|_| models::takes_reasoning(&spec.model)),
         };
-        let endpoint = &ctx.services.realtime;
+        let endpoint = ctx
+            .services
+            .get::<RealtimeEndpoint>()
+            .cloned()
+            .unwrap_or_else(RealtimeEndpoint::from_env);
         let base = spec.url.clone().unwrap_or_else(|| endpoint.url.clone());
         let url = if base.contains("model=") {
             base
@@ -406,8 +539,27 @@ impl StageKind for Realtime {
                 backoff_max: Duration::from_millis(spec.backoff_max_ms.max(1)),
                 gap_bytes,
                 history_turns: spec.history_turns,
+                auto_respond: spec.create_response && spec.turn_detection != TurnDetectionKind::None,
             }),
         })))
+    }
+}
+
+/// The caller's transcription settings: several languages and keywords for the models that
+/// take them, one `language` (if set) for the others.
+fn transcription(spec: &RealtimeSpec) -> Transcription {
+    let rich = models::takes_languages_and_keywords(&spec.transcription_model);
+    let (language, languages) = match (&spec.language, rich) {
+        (Some(one), _) => (Some(one.clone()), None),
+        (None, true) => (None, Some(spec.languages.clone().unwrap_or_else(d_languages))),
+        (None, false) => (None, None),
+    };
+    Transcription {
+        model: spec.transcription_model.clone(),
+        language,
+        languages,
+        keywords: rich.then(|| spec.keywords.clone().unwrap_or_else(d_keywords)),
+        prompt: None,
     }
 }
 
@@ -418,8 +570,10 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 enum SessionEnd {
     /// The caller's audio ended: the call is over.
     InputEnded,
-    /// Reconnect (the socket dropped, stalled, expired, or is being renewed).
+    /// Reconnect (the socket dropped, stalled or expired), with backoff.
     Reconnect(String),
+    /// Reconnect at once, between turns, before OpenAI's session cap.
+    Renew,
     /// The model will not serve this call: end it with this reason.
     Fatal(String),
 }
@@ -438,17 +592,32 @@ struct State {
     item: Option<(String, u64)>,
     /// A `response.create` to send once the active response is done.
     pending_create: Option<Option<serde_json::Value>>,
+    /// Function calls the model made that have no output yet: with parallel tool calls, the
+    /// next response is asked for once all of them are answered, not after each.
+    open_calls: VecDeque<String>,
     /// Partial transcripts, for pts.
     started: Instant,
     unknown_logged: HashSet<String>,
     /// The response whose first audio has been reported.
     first_audio_of: Option<String>,
+    /// The model's turn detection has heard the caller start and not yet stop: a renewal now
+    /// would cut the turn in two.
+    caller_speaking: bool,
+    /// Caller turns begun so far (the model's `speech_started`), and the turn of each recent
+    /// user item, so a transcript can say which turn it is of.
+    caller_turns: u64,
+    turn_of: VecDeque<(String, u64)>,
     scratch: Vec<u8>,
     pcm: Vec<i16>,
     b64: String,
 }
 
 impl State {
+    /// The caller turn of user item `item_id`, if it is recent.
+    fn turn(&self, item_id: &str) -> Option<u64> {
+        self.turn_of.iter().find(|(id, _)| id == item_id).map(|(_, turn)| *turn)
+    }
+
     fn new() -> State {
         State {
             gap: VecDeque::new(),
@@ -458,9 +627,13 @@ impl State {
             cancelled: VecDeque::new(),
             item: None,
             pending_create: None,
+            open_calls: VecDeque::new(),
             started: Instant::now(),
             unknown_logged: HashSet::new(),
             first_audio_of: None,
+            caller_speaking: false,
+            caller_turns: 0,
+            turn_of: VecDeque::new(),
             scratch: Vec::new(),
             pcm: Vec::new(),
             b64: String::new(),
@@ -528,8 +701,17 @@ async fn run(config: Arc<Config>, mut io: TaskIo) -> Result<(), StageError> {
                 return Ok(());
             }
             SessionEnd::Fatal(reason) => return end(io, reason).await,
-            SessionEnd::Reconnect(reason) => {
-                tracing::warn!(%reason, "Realtime connection ended; reconnecting.");
+            again => {
+                let (reason, renewal) = match again {
+                    SessionEnd::Reconnect(reason) => {
+                        tracing::warn!(%reason, "Realtime connection ended; reconnecting.");
+                        (reason, false)
+                    }
+                    _ => {
+                        tracing::info!("Renewing the Realtime session before its cap.");
+                        ("renewal".to_owned(), true)
+                    }
+                };
                 reconnecting = true;
                 // A connection that served a while resets the count; one that failed at once
                 // does not, so a server that accepts and then drops cannot loop forever.
@@ -540,7 +722,7 @@ async fn run(config: Arc<Config>, mut io: TaskIo) -> Result<(), StageError> {
                 if failures > config.max_reconnects {
                     return end(io, format!("realtime kept failing: {reason}")).await;
                 }
-                let delay = if reason == "renewal" { Duration::ZERO } else { backoff(&config, failures) };
+                let delay = if renewal { Duration::ZERO } else { backoff(&config, failures) };
                 if !wait_buffering(&config, &mut io, &mut state, delay).await {
                     io.output.close().await;
                     return Ok(());
@@ -553,7 +735,7 @@ async fn run(config: Arc<Config>, mut io: TaskIo) -> Result<(), StageError> {
 /// Ends the call cleanly with a reason the transport and the store can record.
 async fn end(mut io: TaskIo, reason: String) -> Result<(), StageError> {
     tracing::error!(%reason, "Realtime cannot serve this call; ending it.");
-    let _ = push_event(&mut io, Event::ModelError { code: "fatal".into(), message: reason.clone() }).await;
+    let _ = push_event(&mut io, Event::ModelError { code: "fatal".into(), message: reason.clone(), fatal: true }).await;
     io.output.close().await;
     Err(StageError::end(reason))
 }
@@ -653,12 +835,20 @@ async fn push_event(io: &mut TaskIo, event: Event) -> Result<(), StageError> {
     io.output.push(PORT_EVENTS, Frame::Event(&event)).await
 }
 
-async fn push_text(io: &mut TaskIo, state: &State, speaker: Speaker, text: String, is_final: bool) -> Result<(), StageError> {
+async fn push_text(
+    io: &mut TaskIo,
+    state: &State,
+    speaker: Speaker,
+    text: String,
+    is_final: bool,
+    turn: Option<u64>,
+) -> Result<(), StageError> {
     let chunk = TextChunk {
         pts: state.started.elapsed(),
         text,
         is_final,
         speaker,
+        turn,
     };
     if is_final {
         io.ctx.publish(BusKind::Text(chunk.clone()));
@@ -675,7 +865,7 @@ async fn serve(
     restore: bool,
 ) -> Result<SessionEnd, StageError> {
     if let Err(e) = send(config, &mut socket, &ClientEvent::SessionUpdate { session: Box::new(config.session.clone()) }).await {
-        return Ok(SessionEnd::Reconnect(e));
+        return Ok(write_failed(&mut socket, e).await);
     }
     if restore {
         let items: Vec<_> = state.history.iter().cloned().collect();
@@ -687,19 +877,21 @@ async fn serve(
             };
             let item = Item::Message { role: role.into(), content: vec![content] };
             if let Err(e) = send(config, &mut socket, &ClientEvent::ConversationItemCreate { item }).await {
-                return Ok(SessionEnd::Reconnect(e));
+                return Ok(write_failed(&mut socket, e).await);
             }
         }
-        // The response in flight died with the old socket.
+        // The response in flight died with the old socket, and so did the new session's idea
+        // of a turn in progress.
         state.active_response = None;
         state.item = None;
+        state.caller_speaking = false;
     }
     // Audio that arrived while we were away.
     while !state.gap.is_empty() {
         let n = state.gap.len().min(48_000);
         let bytes: Vec<u8> = state.gap.drain(..n).collect();
         if let Err(e) = append(config, &mut socket, state, &bytes).await {
-            return Ok(SessionEnd::Reconnect(e));
+            return Ok(write_failed(&mut socket, e).await);
         }
     }
     let renew_at = tokio::time::Instant::now() + config.renew_after;
@@ -707,13 +899,14 @@ async fn serve(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     loop {
-        let renew_due = state.active_response.is_none();
+        // Between turns only: not while the model answers, nor while the caller speaks.
+        let renew_due = state.active_response.is_none() && !state.caller_speaking;
         tokio::select! {
             biased;
             control = io.control.recv() => {
                 let Some(control) = control else { continue };
-                if let Err(e) = on_control(config, &mut socket, state, control).await {
-                    return Ok(SessionEnd::Reconnect(e));
+                if let Err(e) = on_control(config, &mut socket, io, state, control).await? {
+                    return Ok(write_failed(&mut socket, e).await);
                 }
             }
             message = socket.next() => {
@@ -750,7 +943,7 @@ async fn serve(
                         };
                         if let Err(e) = append(config, &mut socket, state, &bytes).await {
                             state.buffer_gap(&bytes, config.gap_bytes);
-                            return Ok(SessionEnd::Reconnect(e));
+                            return Ok(write_failed(&mut socket, e).await);
                         }
                     }
                 }
@@ -766,10 +959,40 @@ async fn serve(
             }
             () = tokio::time::sleep_until(renew_at), if renew_due => {
                 let _ = tokio::time::timeout(config.write_timeout, socket.close(None)).await;
-                return Ok(SessionEnd::Reconnect("renewal".into()));
+                return Ok(SessionEnd::Renew);
             }
         }
     }
+}
+
+/// The end of the call an error means, if it is fatal.
+fn fatal(error: &protocol::ErrorBody) -> Option<SessionEnd> {
+    error.is_fatal().then(|| {
+        let code = error.code.as_deref().unwrap_or_default();
+        SessionEnd::Fatal(format!("{code}: {}", error.message))
+    })
+}
+
+/// A write failed: the server may have refused the session (a wrong key, no quota) and closed
+/// at once, before or while we wrote. What it said decides; otherwise reconnect.
+async fn write_failed(socket: &mut Socket, error: String) -> SessionEnd {
+    refusal(socket).await.unwrap_or(SessionEnd::Reconnect(error))
+}
+
+/// The fatal error a closing server sent, if it sent one (read for at most 500 ms).
+async fn refusal(socket: &mut Socket) -> Option<SessionEnd> {
+    let read = async {
+        while let Some(Ok(message)) = socket.next().await {
+            let Message::Text(text) = message else { continue };
+            if let Ok(ServerEvent::Error { error }) = serde_json::from_str::<ServerEvent>(text.as_str())
+                && let Some(end) = fatal(&error)
+            {
+                return Some(end);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_millis(500), read).await.ok().flatten()
 }
 
 async fn append(config: &Config, socket: &mut Socket, state: &mut State, bytes: &[u8]) -> Result<(), String> {
@@ -777,7 +1000,26 @@ async fn append(config: &Config, socket: &mut Socket, state: &mut State, bytes: 
     send_text(config, socket, text).await
 }
 
-async fn on_control(config: &Config, socket: &mut Socket, state: &mut State, control: Control) -> Result<(), String> {
+/// Acts on a control; `Ok(Err(_))` when the socket failed (reconnect).
+async fn on_control(
+    config: &Config,
+    socket: &mut Socket,
+    io: &mut TaskIo,
+    state: &mut State,
+    control: Control,
+) -> Result<Result<(), String>, StageError> {
+    if let Control::CallerText(text) = &control {
+        // The caller's turn, typed: in the transcript like a spoken one (so the intent stage
+        // reads its numbers), and to the model as the user's message.
+        state.remember("user", text.clone(), config.history_turns);
+        state.caller_turns += 1;
+        let turn = Some(state.caller_turns);
+        push_text(io, state, Speaker::Caller, text.clone(), true, turn).await?;
+    }
+    Ok(on_socket_control(config, socket, state, control).await)
+}
+
+async fn on_socket_control(config: &Config, socket: &mut Socket, state: &mut State, control: Control) -> Result<(), String> {
     match control {
         Control::Interrupt { heard } => {
             if let Some(id) = state.active_response.take() {
@@ -799,9 +1041,12 @@ async fn on_control(config: &Config, socket: &mut Socket, state: &mut State, con
             state.pending_create = None;
         }
         Control::ToolResult { call_id, output } => {
+            state.open_calls.retain(|c| *c != call_id);
             let item = Item::FunctionCallOutput { call_id, output };
             send(config, socket, &ClientEvent::ConversationItemCreate { item }).await?;
-            request_response(config, socket, state, None).await?;
+            if state.open_calls.is_empty() {
+                request_response(config, socket, state, None).await?;
+            }
         }
         Control::Say(text) => {
             let response = serde_json::json!({
@@ -811,7 +1056,13 @@ async fn on_control(config: &Config, socket: &mut Socket, state: &mut State, con
             });
             request_response(config, socket, state, Some(response)).await?;
         }
-        Control::Hangup => {}
+        Control::Respond if config.auto_respond => {}
+        Control::Respond => request_response(config, socket, state, None).await?,
+        Control::CallerText(text) => {
+            let item = Item::Message { role: "user".into(), content: vec![Content::InputText { text }] };
+            send(config, socket, &ClientEvent::ConversationItemCreate { item }).await?;
+            request_response(config, socket, state, None).await?;
+        }
     }
     Ok(())
 }
@@ -875,23 +1126,38 @@ async fn on_server(
     match event {
         ServerEvent::SessionCreated { .. } | ServerEvent::SessionUpdated { .. } | ServerEvent::ItemTruncated { .. } => {}
         ServerEvent::Error { error } => {
-            let code = error.code.clone().unwrap_or_default();
-            if error.is_fatal() {
-                return Ok(Some(SessionEnd::Fatal(format!("{code}: {}", error.message))));
+            if let Some(end) = fatal(&error) {
+                return Ok(Some(end));
             }
+            let code = error.code.clone().unwrap_or_default();
             if code != "response_cancel_not_active" {
-                push_event(io, Event::ModelError { code: code.clone(), message: error.message.clone() }).await?;
+                push_event(io, Event::ModelError { code: code.clone(), message: error.message.clone(), fatal: false }).await?;
             }
             if error.ends_socket() {
                 return Ok(Some(SessionEnd::Reconnect(code)));
             }
         }
-        ServerEvent::SpeechStarted { .. } => push_event(io, Event::ModelSpeechStarted).await?,
-        ServerEvent::SpeechStopped { .. } => push_event(io, Event::ModelSpeechStopped).await?,
-        ServerEvent::InputTranscriptDelta { delta, .. } => push_text(io, state, Speaker::Caller, delta, false).await?,
-        ServerEvent::InputTranscriptCompleted { transcript, .. } => {
+        ServerEvent::SpeechStarted { item_id, .. } => {
+            state.caller_turns += 1;
+            if state.turn_of.len() == MAX_TURNS_KEPT {
+                state.turn_of.pop_front();
+            }
+            state.turn_of.push_back((item_id, state.caller_turns));
+            state.caller_speaking = true;
+            push_event(io, Event::ModelSpeechStarted).await?;
+        }
+        ServerEvent::SpeechStopped { .. } => {
+            state.caller_speaking = false;
+            push_event(io, Event::ModelSpeechStopped).await?;
+        }
+        ServerEvent::InputTranscriptDelta { item_id, delta } => {
+            let turn = state.turn(&item_id);
+            push_text(io, state, Speaker::Caller, delta, false, turn).await?;
+        }
+        ServerEvent::InputTranscriptCompleted { item_id, transcript } => {
             state.remember("user", transcript.clone(), config.history_turns);
-            push_text(io, state, Speaker::Caller, transcript, true).await?;
+            let turn = state.turn(&item_id);
+            push_text(io, state, Speaker::Caller, transcript, true, turn).await?;
         }
         ServerEvent::ResponseCreated { response } => {
             state.active_response = Some(response.id.clone());
@@ -909,15 +1175,19 @@ async fn on_server(
         }
         ServerEvent::OutputTranscriptDelta { response_id, delta, .. } => {
             if !state.cancelled.contains(&response_id) {
-                push_text(io, state, Speaker::Bot, delta, false).await?;
+                push_text(io, state, Speaker::Bot, delta, false, None).await?;
             }
         }
         ServerEvent::OutputTranscriptDone { transcript, .. } => {
             state.remember("assistant", transcript.clone(), config.history_turns);
-            push_text(io, state, Speaker::Bot, transcript, true).await?;
+            push_text(io, state, Speaker::Bot, transcript, true, None).await?;
         }
         ServerEvent::FunctionCallArgumentsDone { call_id, name, arguments, .. } => {
-            let call = Event::ToolCall { call_id, name, arguments };
+            if state.open_calls.len() == MAX_OPEN_CALLS {
+                state.open_calls.pop_front();
+            }
+            state.open_calls.push_back(call_id.clone());
+            let call = Event::ToolCall { call_id, name, arguments, turns_begun: Some(state.caller_turns) };
             io.ctx.publish(BusKind::Event(call.clone()));
             io.output.push(PORT_TOOL_CALLS, Frame::Event(&call)).await?;
         }
@@ -931,7 +1201,7 @@ async fn on_server(
                 && let Some(pending) = state.pending_create.take()
                 && let Err(e) = send(config, socket, &ClientEvent::ResponseCreate { response: pending }).await
             {
-                return Ok(Some(SessionEnd::Reconnect(e)));
+                return Ok(Some(write_failed(socket, e).await));
             }
         }
         ServerEvent::Other => {

@@ -96,6 +96,36 @@ pub struct Session {
     /// `"auto"` or `"disabled"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncation: Option<String>,
+    /// Reasoning settings (`gpt-realtime-2` family only, §3.14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
+    /// Several tool calls in one response (`gpt-realtime-2` family only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// `session.reasoning` (SDK `RealtimeReasoningParam`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reasoning {
+    /// How much the model thinks before it answers.
+    pub effort: ReasoningEffort,
+}
+
+/// `session.reasoning.effort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningEffort {
+    /// Least thought, quickest answer.
+    Minimal,
+    /// The default: quick answers for phone callers.
+    Low,
+    /// More thought.
+    Medium,
+    /// Much more.
+    High,
+    /// The most.
+    Xhigh,
 }
 
 /// `session.audio`.
@@ -178,11 +208,18 @@ impl AudioFormat {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transcription {
-    /// e.g. `gpt-4o-transcribe`.
+    /// e.g. `gpt-transcribe`.
     pub model: String,
     /// ISO-639-1, e.g. `hi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// Several possible ISO-639-1 languages, e.g. `["hi", "en"]` (`gpt-transcribe`,
+    /// `gpt-live-transcribe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub languages: Option<Vec<String>>,
+    /// Words to guide recognition (`gpt-transcribe`, `gpt-live-transcribe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keywords: Option<Vec<String>>,
     /// Hints for the recogniser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,

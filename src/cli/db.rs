@@ -1,0 +1,84 @@
+//! `caly migrate` and `caly apikey`: the call-records database from the command line.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use caly::store::Store;
+use caly::store::keys::{MAX_NAME, Scope};
+
+/// Which database to open.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DbArgs {
+    /// `sqlite://FILE` or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://caly.db",
+        hide_env_values = true
+    )]
+    pub(crate) database_url: String,
+}
+
+/// Manage REST API keys.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApikeyCommand {
+    /// Create a key; it is printed once, as the last line of stdout, and only its hash is kept.
+    Create {
+        /// Who or what uses it.
+        #[arg(long)]
+        name: String,
+        /// What it may do.
+        #[arg(long, default_value = "read", value_parser = ["read", "write", "admin"])]
+        scope: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id (printed when it was created).
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Opens the database and applies its migrations.
+pub(crate) async fn migrate(db: &DbArgs) -> anyhow::Result<Store> {
+    let url = caly::store::redact_url(&db.database_url);
+    let store = Store::connect_with(&db.database_url, 2)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    store.migrate().await.context("migration failed")?;
+    Ok(store)
+}
+
+/// Creates or revokes a key.
+pub(crate) async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApikeyCommand::Create { name, scope, db } => {
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= MAX_NAME,
+                "--name must be 1 to {} characters",
+                MAX_NAME
+            );
+            let scope: Scope = scope.parse().map_err(anyhow::Error::msg)?;
+            let store = migrate(&db).await?;
+            let key = store.create_api_key(name, scope).await?;
+            println!(
+                "Created API key {} ({name}, scope {scope}). It is shown once; keep it now:",
+                key.id
+            );
+            println!("{}", key.secret);
+        }
+        ApikeyCommand::Revoke { id, db } => {
+            let store = migrate(&db).await?;
+            anyhow::ensure!(
+                store.revoke_api_key(&id).await?,
+                "no live API key with id {id}"
+            );
+            println!("Revoked {id}.");
+        }
+    }
+    Ok(())
+}

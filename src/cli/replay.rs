@@ -1,0 +1,44 @@
+//! `caly replay`: a recording through a pipeline offline, with a timeline and per-stage cost.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use caly::devtools::replay::{self, ReplayOptions};
+use caly::engine::pipeline::Outcome;
+
+/// A recording and the pipeline to run it through.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// A `.wav` file or a `.jsonl` capture of Exotel messages.
+    capture: PathBuf,
+    /// The pipeline to run it through.
+    #[arg(long, default_value = "pipelines/front_half.toml")]
+    pipeline: PathBuf,
+    /// Audio rate of a capture whose `start` does not say (Exotel's `?sample-rate=`).
+    #[arg(long)]
+    sample_rate: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Replays the recording and prints the report; fails if the pipeline failed.
+pub(crate) async fn run(args: ReplayArgs) -> ExitCode {
+    let options = ReplayOptions {
+        pipeline: args.pipeline,
+        sample_rate: args.sample_rate,
+    };
+    let report = match replay::run(&args.capture, &options).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let printed = super::print_report(&report, args.json, |r| r.render());
+    if !printed || matches!(report.outcome, Outcome::Failed { .. }) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,108 @@
+//! `caly simulate`: act as Exotel against a running server and report what the calls got.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use caly::devtools::simulate::{self, SimulateOptions};
+
+/// Concurrent real-time calls against a running server.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SimulateArgs {
+    /// The stream URL, e.g. ws://127.0.0.1:8080/v1/exotel/stream?sample-rate=8000
+    #[arg(long)]
+    url: String,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 10)]
+    calls: usize,
+    /// Caller audio: a WAV at the stream's rate (default: generated speech-like audio).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Seconds each call lasts.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Milliseconds of audio per media message.
+    #[arg(long, default_value_t = 100)]
+    chunk_ms: u32,
+    /// Seconds over which call starts are spread.
+    #[arg(long, default_value_t = 5.0)]
+    stagger: f64,
+    /// Speak over the bot as soon as a reply starts.
+    #[arg(long)]
+    barge_in: bool,
+    /// With --barge-in: the audio's ground truth (fixtures/audio/truth.json): each reply gets
+    /// the next item spoken over it from its true onset; backchannels must not cut it off.
+    #[arg(long, requires = "barge_in")]
+    truth: Option<PathBuf>,
+    /// Do not send DTMF latency probes.
+    #[arg(long)]
+    no_probes: bool,
+    /// The server's pid, to report its CPU and memory per call.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// `user:password` for the stream (CALY_STREAM_AUTH on the server).
+    #[arg(long, env = "CALY_STREAM_AUTH", hide_env_values = true)]
+    auth: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Soak: first make this many calls one after another, sampling the server's memory and
+    /// tasks (from its /metrics) with it idle, then the `--calls` concurrent ones.
+    #[arg(long, default_value_t = 0)]
+    sequential: usize,
+    /// Soak: how many times to run the `--calls` concurrent batch after the sequential calls.
+    #[arg(long, default_value_t = 1)]
+    bursts: usize,
+}
+
+/// Runs the calls and prints the report; fails if a call failed.
+pub(crate) async fn run(args: SimulateArgs) -> ExitCode {
+    let options = SimulateOptions {
+        url: args.url,
+        calls: args.calls,
+        audio: args.audio,
+        duration: Duration::from_secs_f64(args.duration.max(0.1)),
+        chunk_ms: args.chunk_ms.clamp(10, 1000),
+        stagger: Duration::from_secs_f64(args.stagger.max(0.0)),
+        barge_in: args.barge_in,
+        truth: args.truth,
+        probes: !args.no_probes,
+        server_pid: args.server_pid,
+        auth: args.auth,
+    };
+    if args.sequential > 0 {
+        return match simulate::soak(options, args.sequential, args.bursts).await {
+            Ok(report) => {
+                let printed = super::print_report(&report, args.json, |r| r.render());
+                let failed = report.sequential_failed
+                    + report.concurrent.iter().map(|c| c.failed).sum::<usize>();
+                if !report.tasks_back_to_baseline() {
+                    eprintln!("the server's tasks did not return to their baseline");
+                }
+                if printed && failed == 0 && report.tasks_back_to_baseline() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match simulate::run(options).await {
+        Ok(report) => {
+            let printed = super::print_report(&report, args.json, |r| r.render());
+            if printed && report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

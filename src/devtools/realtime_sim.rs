@@ -1,0 +1,718 @@
+//! The offline Realtime **simulator**: a loopback WebSocket server speaking the same GA
+//! protocol as `api.openai.com/v1/realtime`, so the whole call path can be tried and tested
+//! without a key or a network. It is always announced as a simulator.
+//!
+//! What it does: `session.created`, then strict parsing of every client event with the
+//! client's own GA types (anything else is answered with an `error` event, so client bugs show
+//! up in tests); server-side turn detection on the caller audio it receives (energy, with the
+//! session's `silence_duration_ms`); a scripted transcript per turn (Hinglish by default); bot
+//! audio synthesised at the session's output format (a formant-like signal, never silence)
+//! with transcript deltas; a tool call when the script says so, and a spoken answer once the
+//! `function_call_output` and `response.create` arrive; `response.cancel`,
+//! `conversation.item.truncate` with the real checks; and faults on demand (drop the socket,
+//! stall, delay, an error event, a session cap).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::codec::{ULAW_TO_LINEAR, linear_to_ulaw};
+use crate::devtools::signal;
+use crate::stages::realtime::protocol::{ClientEvent, Item};
+
+/// One scripted turn: what the caller "said", what the bot answers, and maybe a tool call first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptTurn {
+    /// The caller's transcript.
+    pub user: String,
+    /// The bot's answer.
+    pub bot: String,
+    /// Milliseconds of bot audio.
+    pub bot_ms: u32,
+    /// A tool to call before answering: (name, arguments).
+    pub tool: Option<(String, Value)>,
+    /// More tools the same turn calls: all in one response with the first when the session
+    /// sets `parallel_tool_calls`, one response each otherwise.
+    pub more_tools: Vec<(String, Value)>,
+}
+
+/// The default script: a Hinglish order-status call.
+pub fn hinglish_script() -> Vec<ScriptTurn> {
+    let turn = |user: &str, bot: &str, tool: Option<(&str, Value)>| ScriptTurn {
+        user: user.into(),
+        bot: bot.into(),
+        bot_ms: 1200,
+        tool: tool.map(|(n, a)| (n.into(), a)),
+        more_tools: Vec::new(),
+    };
+    vec![
+        turn(
+            "hello, mera order kahan hai",
+            "Namaste! Aapka order number bata dijiye.",
+            None,
+        ),
+        turn(
+            "order number 1 0 0 1",
+            "Aapka order 1001 kal tak deliver ho jayega.",
+            Some((
+                crate::vocab::AgentName::OrderStatus.name(),
+                json!({"order_number": "1001"}),
+            )),
+        ),
+        turn(
+            "theek hai, bas itna hi, bye",
+            "Dhanyavaad! Aapka din shubh ho.",
+            None,
+        ),
+    ]
+}
+
+/// How the simulator behaves.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// Turns, cycled.
+    pub script: Vec<ScriptTurn>,
+    /// The key clients must send (`Bearer …`); `None` accepts any.
+    pub api_key: Option<String>,
+    /// Close every session after this long with `session_expired` (OpenAI's is 60 minutes).
+    pub session_cap: Option<Duration>,
+    /// RMS above which a 20 ms frame of caller audio counts as speech.
+    pub speech_rms: f64,
+    /// Milliseconds of audio per `response.output_audio.delta`.
+    pub delta_ms: u32,
+    /// Pause before each audio delta (0: as fast as the socket takes them, like OpenAI).
+    pub delta_interval: Duration,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            script: hinglish_script(),
+            api_key: None,
+            session_cap: None,
+            speech_rms: 700.0,
+            delta_ms: 100,
+            delta_interval: Duration::ZERO,
+        }
+    }
+}
+
+/// Faults to inject; each one-shot fault clears itself when it fires.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Drop the socket (no close frame) when the next response would start.
+    pub drop_next_response: bool,
+    /// Drop the socket now (on the next event either way).
+    pub drop_now: bool,
+    /// Stop reading and writing (a half-dead socket) while set.
+    pub stall: bool,
+    /// Send this error code when the next response would start; close after it if `true`.
+    pub error_next: Option<(String, bool)>,
+    /// Wait this long before every response.
+    pub response_delay: Duration,
+}
+
+/// A client event the simulator received, as JSON, with the connection it came on (0-based).
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// Which connection.
+    pub connection: usize,
+    /// The event as sent (invalid ones too).
+    pub event: Value,
+    /// Whether it parsed as a GA client event.
+    pub valid: bool,
+}
+
+struct Shared {
+    config: SimulatorConfig,
+    faults: Mutex<Faults>,
+    log: Mutex<Vec<Logged>>,
+    connections: AtomicUsize,
+    turn: AtomicUsize,
+}
+
+/// A running simulator; dropping it stops it and every connection.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Most client events kept for inspection.
+const LOG_CAPACITY: usize = 20_000;
+
+impl Simulator {
+    /// Starts on 127.0.0.1 with a free port.
+    pub async fn start(config: SimulatorConfig) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            faults: Mutex::new(Faults::default()),
+            log: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            turn: AtomicUsize::new(0),
+        });
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        Ok(Simulator { addr, shared, task })
+    }
+
+    /// The URL to give the `realtime` stage.
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/realtime", self.addr)
+    }
+
+    /// Changes the faults.
+    pub fn faults(&self, change: impl FnOnce(&mut Faults)) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            change(&mut f);
+        }
+    }
+
+    /// Every client event received so far.
+    pub fn log(&self) -> Vec<Logged> {
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    // Events go out one small frame at a time, as OpenAI's do: without this,
+                    // Nagle holds each behind the previous one's ACK (up to 40 ms).
+                    let _ = stream.set_nodelay(true);
+                    let n = shared.connections.fetch_add(1, Ordering::SeqCst);
+                    connections.spawn(serve(stream, Arc::clone(&shared), n));
+                }
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: usize,
+    input_pcmu: bool,
+    output_pcmu: bool,
+    create_response: bool,
+    silence_ms: u32,
+    /// Caller audio heard, ms.
+    heard_ms: u64,
+    speaking: Option<u64>,
+    voiced_ms: u32,
+    quiet_ms: u32,
+    user_items: usize,
+    /// Assistant items produced: id → ms of audio sent.
+    items: HashMap<String, u64>,
+    /// The response being sent: (response id, item id, events still to send).
+    active: Option<(String, String, VecDeque<Value>)>,
+    responses: usize,
+    /// The turn whose tool calls are out, and how many of them have been made.
+    awaiting_tool: Option<(ScriptTurn, usize)>,
+    /// Outputs received for them.
+    tool_outputs: Vec<String>,
+    /// `parallel_tool_calls` as the session set it.
+    parallel_tools: bool,
+}
+
+fn error_event(code: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message}})
+}
+
+async fn send(ws: &mut Ws, value: &Value) -> bool {
+    ws.send(Message::text(value.to_string())).await.is_ok()
+}
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>, id: usize) {
+    let mut beta = false;
+    let mut key_ok = shared.config.api_key.is_none();
+    let expected = shared.config.api_key.clone();
+    // The handshake API fixes the callback's error type, large as it is.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
+        beta = req.headers().contains_key("openai-beta");
+        if let (Some(expected), Some(got)) = (&expected, req.headers().get("authorization")) {
+            key_ok = got.to_str().ok() == Some(format!("Bearer {expected}").as_str());
+        }
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    if beta {
+        let _ = send(&mut ws, &error_event("beta_api_shape_disabled", "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.")).await;
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(4000),
+                reason: "beta".into(),
+            }))
+            .await;
+        return;
+    }
+    if !key_ok {
+        let _ = send(
+            &mut ws,
+            &error_event("invalid_api_key", "Incorrect API key provided."),
+        )
+        .await;
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: "invalid_api_key".into(),
+            }))
+            .await;
+        return;
+    }
+    let session = json!({"type": "session.created", "session": {"type": "realtime", "object": "realtime.session", "id": format!("sess_sim_{id}"), "model": "simulator"}});
+    if !send(&mut ws, &session).await {
+        return;
+    }
+    let mut conn = Conn {
+        shared: Arc::clone(&shared),
+        id,
+        input_pcmu: false,
+        output_pcmu: false,
+        create_response: true,
+        silence_ms: 500,
+        heard_ms: 0,
+        speaking: None,
+        voiced_ms: 0,
+        quiet_ms: 0,
+        user_items: 0,
+        items: HashMap::new(),
+        active: None,
+        responses: 0,
+        awaiting_tool: None,
+        tool_outputs: Vec::new(),
+        parallel_tools: false,
+    };
+    let cap = shared.config.session_cap;
+    let expires = tokio::time::Instant::now() + cap.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    loop {
+        let (stall, drop_now) = conn.faults(|f| (f.stall, std::mem::take(&mut f.drop_now)));
+        if drop_now {
+            return; // the TCP stream is dropped without a close frame
+        }
+        if stall {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let sending = conn.active.as_ref().is_some_and(|(_, _, q)| !q.is_empty());
+        tokio::select! {
+            biased;
+            message = ws.next() => {
+                let Some(Ok(message)) = message else { return };
+                let alive = match message {
+                    Message::Text(text) => conn.on_client(&mut ws, text.as_str()).await,
+                    Message::Binary(_) => send(&mut ws, &error_event("invalid_value", "binary frames are not accepted")).await,
+                    Message::Close(_) => false,
+                    _ => true,
+                };
+                if !alive {
+                    return;
+                }
+            }
+            () = std::future::ready(()), if sending => {
+                if !conn.send_next(&mut ws).await {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(expires), if cap.is_some() => {
+                let _ = send(&mut ws, &json!({"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired", "message": "Your session hit the maximum duration."}})).await;
+                let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "session_expired".into() })).await;
+                return;
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn faults<T>(&self, f: impl FnOnce(&mut Faults) -> T) -> T {
+        match self.shared.faults.lock() {
+            Ok(mut faults) => f(&mut faults),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn log(&self, event: Value, valid: bool) {
+        if let Ok(mut log) = self.shared.log.lock()
+            && log.len() < LOG_CAPACITY
+        {
+            log.push(Logged {
+                connection: self.id,
+                event,
+                valid,
+            });
+        }
+    }
+
+    /// Handles one client message; `false` ends the connection.
+    async fn on_client(&mut self, ws: &mut Ws, text: &str) -> bool {
+        let raw: Value = serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()));
+        let event = match serde_json::from_str::<ClientEvent>(text) {
+            Ok(e) => e,
+            Err(e) => {
+                self.log(raw, false);
+                return send(
+                    ws,
+                    &error_event("invalid_value", &format!("not a GA client event: {e}")),
+                )
+                .await;
+            }
+        };
+        // Audio appends are logged without their payload, to keep the log small.
+        let logged = if matches!(event, ClientEvent::InputAudioBufferAppend { .. }) {
+            json!({"type": "input_audio_buffer.append"})
+        } else {
+            raw
+        };
+        self.log(logged, true);
+        match event {
+            ClientEvent::SessionUpdate { session } => {
+                if session.kind != "realtime" {
+                    return send(ws, &error_event("invalid_value", "session.type must be \"realtime\"")).await;
+                }
+                // Like the API: reasoning settings only for the models that take them.
+                let model = session.model.as_deref().unwrap_or_default();
+                if (session.reasoning.is_some() || session.parallel_tool_calls.is_some())
+                    && !crate::stages::realtime::models::takes_reasoning(model)
+                {
+                    let message = format!("model {model} does not support reasoning or parallel_tool_calls");
+                    return send(ws, &error_event("unknown_parameter", &message)).await;
+                }
+                if let Some(parallel) = session.parallel_tool_calls {
+                    self.parallel_tools = parallel;
+                }
+                if let Some(audio) = &session.audio {
+                    if let Some(format) = audio.input.as_ref().and_then(|i| i.format.as_ref()) {
+                        match (format.kind.as_str(), format.rate) {
+                            ("audio/pcm", Some(24000) | None) => self.input_pcmu = false,
+                            ("audio/pcmu", _) => self.input_pcmu = true,
+                            _ => return send(ws, &error_event("invalid_value", "input format must be audio/pcm at 24000 or audio/pcmu")).await,
+                        }
+                    }
+                    if let Some(format) = audio.output.as_ref().and_then(|o| o.format.as_ref()) {
+                        match (format.kind.as_str(), format.rate) {
+                            ("audio/pcm", Some(24000) | None) => self.output_pcmu = false,
+                            ("audio/pcmu", _) => self.output_pcmu = true,
+                            _ => return send(ws, &error_event("invalid_value", "output format must be audio/pcm at 24000 or audio/pcmu")).await,
+                        }
+                    }
+                    if let Some(td) = audio.input.as_ref().and_then(|i| i.turn_detection.as_ref()) {
+                        self.create_response = td.create_response.unwrap_or(true);
+                        self.silence_ms = td.silence_duration_ms.unwrap_or(500);
+                    }
+                }
+                let echo = serde_json::to_value(&session).unwrap_or(Value::Null);
+                send(ws, &json!({"type": "session.updated", "session": echo})).await
+            }
+            ClientEvent::InputAudioBufferAppend { audio } => {
+                let Ok(bytes) = STANDARD.decode(audio.as_bytes()) else {
+                    return send(ws, &error_event("invalid_value", "audio is not base64")).await;
+                };
+                self.hear(ws, &bytes).await
+            }
+            ClientEvent::ConversationItemCreate { item } => {
+                if let Item::FunctionCallOutput { output, .. } = &item
+                    && self.tool_outputs.len() < 16
+                {
+                    self.tool_outputs.push(output.clone());
+                }
+                true
+            }
+            ClientEvent::ConversationItemTruncate { item_id, audio_end_ms, .. } => match self.items.get(&item_id) {
+                Some(produced) if audio_end_ms <= *produced => {
+                    send(ws, &json!({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms})).await
+                }
+                Some(produced) => {
+                    let message = format!("audio_end_ms {audio_end_ms} is past the {produced} ms of audio in the item");
+                    send(ws, &error_event("invalid_value", &message)).await
+                }
+                None => send(ws, &error_event("item_not_found", "no such item")).await,
+            },
+            ClientEvent::ResponseCreate { response } => {
+                if let Some(instructions) = response.as_ref().and_then(|r| r["instructions"].as_str()) {
+                    return self.respond_instructed(ws, instructions).await;
+                }
+                if self.active.is_some() {
+                    return send(ws, &error_event("conversation_already_has_active_response", "Conversation already has an active response")).await;
+                }
+                self.respond(ws).await
+            }
+            ClientEvent::ResponseCancel { response_id } => {
+                let matches = self.active.as_ref().is_some_and(|(id, _, _)| response_id.as_deref().is_none_or(|r| r == id));
+                if !matches {
+                    return send(ws, &error_event("response_cancel_not_active", "Cancellation failed: no active response found")).await;
+                }
+                let Some((id, _, _)) = self.active.take() else { return true };
+                send(ws, &json!({"type": "response.done", "response": {"id": id, "status": "cancelled", "status_details": {"type": "cancelled", "reason": "client_cancelled"}}})).await
+            }
+        }
+    }
+
+    /// Server-side turn detection on caller audio, 20 ms at a time.
+    async fn hear(&mut self, ws: &mut Ws, bytes: &[u8]) -> bool {
+        let pcm: Vec<i16> = if self.input_pcmu {
+            bytes.iter().map(|b| ULAW_TO_LINEAR[*b as usize]).collect()
+        } else {
+            bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
+        let rate: usize = if self.input_pcmu { 8000 } else { 24000 };
+        for frame in pcm.chunks(rate / 50) {
+            let rms = (frame.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
+                / frame.len().max(1) as f64)
+                .sqrt();
+            let ms = (frame.len() * 1000 / rate) as u32;
+            self.heard_ms += u64::from(ms);
+            if rms > self.shared.config.speech_rms {
+                self.voiced_ms += ms;
+                self.quiet_ms = 0;
+                if self.speaking.is_none() && self.voiced_ms >= 60 {
+                    let start = self.heard_ms.saturating_sub(u64::from(self.voiced_ms));
+                    self.speaking = Some(start);
+                    self.user_items += 1;
+                    let item = format!("item_user_{}_{}", self.id, self.user_items);
+                    if !send(ws, &json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": start, "item_id": item})).await {
+                        return false;
+                    }
+                }
+            } else {
+                self.quiet_ms += ms;
+                if self.quiet_ms >= 40 {
+                    self.voiced_ms = 0;
+                }
+                if self.speaking.is_some() && self.quiet_ms >= self.silence_ms {
+                    self.speaking = None;
+                    if !self.turn_ended(ws).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn turn_ended(&mut self, ws: &mut Ws) -> bool {
+        let item = format!("item_user_{}_{}", self.id, self.user_items);
+        let end = self.heard_ms.saturating_sub(u64::from(self.quiet_ms));
+        let turn = self.shared.turn.load(Ordering::SeqCst);
+        let script = &self.shared.config.script;
+        let user = script
+            .get(turn % script.len().max(1))
+            .map(|t| t.user.clone())
+            .unwrap_or_default();
+        for event in [
+            json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end, "item_id": item}),
+            json!({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": null}),
+            json!({"type": "conversation.item.added", "item": {"id": item, "type": "message", "role": "user", "content": [{"type": "input_audio", "transcript": null}]}}),
+            json!({"type": "conversation.item.input_audio_transcription.completed", "item_id": item, "content_index": 0, "transcript": user}),
+        ] {
+            if !send(ws, &event).await {
+                return false;
+            }
+        }
+        if self.create_response && self.active.is_none() {
+            return self.respond(ws).await;
+        }
+        true
+    }
+
+    /// Starts the next response: the script's tool call, or spoken audio.
+    async fn respond(&mut self, ws: &mut Ws) -> bool {
+        let (delay, drop, error) = self.faults(|f| {
+            (
+                f.response_delay,
+                std::mem::take(&mut f.drop_next_response),
+                f.error_next.take(),
+            )
+        });
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if drop {
+            return false;
+        }
+        if let Some((code, close)) = error {
+            let ok = send(ws, &error_event(&code, &format!("simulated {code}"))).await;
+            if close {
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: code.into(),
+                    }))
+                    .await;
+                return false;
+            }
+            return ok;
+        }
+        self.responses += 1;
+        let response_id = format!("resp_sim_{}_{}", self.id, self.responses);
+        let script = &self.shared.config.script;
+        let (turn, made) = match self.awaiting_tool.take() {
+            Some(awaiting) => awaiting,
+            None => {
+                let n = self.shared.turn.fetch_add(1, Ordering::SeqCst);
+                let Some(turn) = script.get(n % script.len().max(1)).cloned() else {
+                    return true;
+                };
+                self.tool_outputs.clear();
+                (turn, 0)
+            }
+        };
+        let calls: Vec<(String, Value)> =
+            turn.tool.iter().chain(&turn.more_tools).cloned().collect();
+        let mut queue = VecDeque::new();
+        queue.push_back(json!({"type": "response.created", "response": {"id": response_id, "object": "realtime.response", "status": "in_progress"}}));
+        if made < calls.len() {
+            // The next tool call, or all the rest at once when the session allows parallel calls.
+            let take = if self.parallel_tools {
+                calls.len() - made
+            } else {
+                1
+            };
+            let mut item_id = String::new();
+            for (k, (name, arguments)) in calls[made..made + take].iter().enumerate() {
+                item_id = format!("item_fc_{}_{}_{k}", self.id, self.responses);
+                let call_id = format!("call_sim_{}_{}_{k}", self.id, self.responses);
+                queue.push_back(json!({"type": "response.output_item.added", "response_id": response_id, "output_index": k, "item": {"id": item_id, "type": "function_call", "name": name, "call_id": call_id}}));
+                queue.push_back(json!({"type": "response.function_call_arguments.done", "response_id": response_id, "item_id": item_id, "output_index": k, "call_id": call_id, "name": name, "arguments": arguments.to_string()}));
+                queue.push_back(json!({"type": "response.output_item.done", "response_id": response_id, "output_index": k, "item": {"id": item_id, "type": "function_call"}}));
+            }
+            queue.push_back(json!({"type": "response.done", "response": {"id": response_id, "status": "completed", "usage": {"total_tokens": 40, "input_tokens": 30, "output_tokens": 10}}}));
+            self.awaiting_tool = Some((turn, made + take));
+            self.active = Some((response_id, item_id, queue));
+            return true;
+        }
+        let tool_answer = (!self.tool_outputs.is_empty()).then(|| self.tool_outputs.join("; "));
+        self.tool_outputs.clear();
+        let text = match tool_answer {
+            Some(output) => format!("{} ({output})", turn.bot),
+            None => turn.bot.clone(),
+        };
+        self.speak(queue, response_id, &text, turn.bot_ms);
+        true
+    }
+
+    /// A response the client asked for with its own instructions (a prompt, a filler, an
+    /// agent's note): a short spoken line that leaves the script and any tool turn where they
+    /// are.
+    async fn respond_instructed(&mut self, ws: &mut Ws, instructions: &str) -> bool {
+        if self.active.is_some() {
+            return send(
+                ws,
+                &error_event(
+                    "conversation_already_has_active_response",
+                    "Conversation already has an active response",
+                ),
+            )
+            .await;
+        }
+        self.responses += 1;
+        let response_id = format!("resp_sim_{}_{}", self.id, self.responses);
+        let mut queue = VecDeque::new();
+        queue.push_back(json!({"type": "response.created", "response": {"id": response_id, "object": "realtime.response", "status": "in_progress"}}));
+        let text: String = instructions.chars().take(60).collect();
+        self.speak(queue, response_id, &format!("(instructed) {text}"), 600);
+        true
+    }
+
+    /// Queues a spoken reply: audio deltas of synthetic voice with the transcript spread over
+    /// them, then the done events.
+    fn speak(&mut self, mut queue: VecDeque<Value>, response_id: String, text: &str, bot_ms: u32) {
+        let item_id = format!("item_bot_{}_{}", self.id, self.responses);
+        queue.push_back(json!({"type": "rate_limits.updated", "rate_limits": [{"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 1.0}]}));
+        queue.push_back(json!({"type": "response.output_item.added", "response_id": response_id, "output_index": 0, "item": {"id": item_id, "type": "message", "role": "assistant"}}));
+        queue.push_back(json!({"type": "response.content_part.added", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}}));
+        let rate = if self.output_pcmu { 8000 } else { 24000 };
+        let pcm = signal::vowels(rate, bot_ms as f32 / 1000.0);
+        let per = (rate * self.shared.config.delta_ms.max(10) / 1000) as usize;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let chunks = pcm.chunks(per).count().max(1);
+        for (i, chunk) in pcm.chunks(per).enumerate() {
+            let bytes: Vec<u8> = if self.output_pcmu {
+                chunk.iter().map(|s| linear_to_ulaw(*s)).collect()
+            } else {
+                chunk.iter().flat_map(|s| s.to_le_bytes()).collect()
+            };
+            let ms = chunk.len() as u64 * 1000 / u64::from(rate);
+            queue.push_back(json!({"type": "response.output_audio.delta", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "delta": STANDARD.encode(bytes), "_ms": ms}));
+            let from = i * words.len() / chunks;
+            let to = (i + 1) * words.len() / chunks;
+            if to > from {
+                let delta = format!("{} ", words[from..to].join(" "));
+                queue.push_back(json!({"type": "response.output_audio_transcript.delta", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta}));
+            }
+        }
+        queue.push_back(json!({"type": "response.output_audio.done", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}));
+        queue.push_back(json!({"type": "response.output_audio_transcript.done", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "transcript": text}));
+        queue.push_back(json!({"type": "response.output_item.done", "response_id": response_id, "output_index": 0, "item": {"id": item_id, "type": "message", "role": "assistant", "status": "completed"}}));
+        queue.push_back(json!({"type": "response.done", "response": {"id": response_id, "status": "completed", "usage": {"total_tokens": 120, "input_tokens": 80, "output_tokens": 40}}}));
+        self.items.insert(item_id.clone(), 0);
+        self.active = Some((response_id, item_id, queue));
+    }
+
+    /// Sends the next event of the active response.
+    async fn send_next(&mut self, ws: &mut Ws) -> bool {
+        let Some((_, item_id, queue)) = self.active.as_mut() else {
+            return true;
+        };
+        let Some(mut event) = queue.pop_front() else {
+            return true;
+        };
+        if let Some(ms) = event.get("_ms").and_then(Value::as_u64) {
+            let pause = self.shared.config.delta_interval;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            if let Some(produced) = self.items.get_mut(item_id.as_str()) {
+                *produced += ms;
+            }
+            if let Some(obj) = event.as_object_mut() {
+                obj.remove("_ms");
+            }
+        }
+        let done = event["type"] == "response.done";
+        let ok = send(ws, &event).await;
+        if done {
+            self.active = None;
+        }
+        ok
+    }
+}
