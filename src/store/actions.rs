@@ -17,16 +17,10 @@ use crate::vocab::{ActionStatus, AgentName};
 /// Tries at taking a claim that is released while we look at it.
 const CLAIM_TRIES: usize = 3;
 
-impl From<StoreError> for LedgerError {
-    fn from(e: StoreError) -> Self {
-        LedgerError(e.to_string())
-    }
-}
-
-impl From<sqlx::Error> for LedgerError {
-    fn from(e: sqlx::Error) -> Self {
-        LedgerError(e.to_string())
-    }
+/// The ledger's view of a database failure. A function, not a `From` impl: an impl of the
+/// ledger's type here would make the ledger module depend on the store.
+fn ledger_error(e: StoreError) -> LedgerError {
+    LedgerError(e.to_string())
 }
 
 fn json_text(v: &Value) -> Option<String> {
@@ -173,11 +167,11 @@ impl Store {
 
 impl ActionLedger for Store {
     fn claim<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Result<Claimed, LedgerError>> {
-        Box::pin(async move { Ok(self.claim_action(attempt).await?) })
+        Box::pin(async move { self.claim_action(attempt).await.map_err(ledger_error) })
     }
 
     fn held<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<Option<Held>, LedgerError>> {
-        Box::pin(async move { Ok(self.claim_holder(claim).await?) })
+        Box::pin(async move { self.claim_holder(claim).await.map_err(ledger_error) })
     }
 
     fn settle<'a>(
@@ -187,7 +181,11 @@ impl ActionLedger for Store {
         detail: &'a str,
         shopify_ids: &'a Value,
     ) -> BoxFuture<'a, Result<bool, LedgerError>> {
-        Box::pin(async move { Ok(self.settle_action(id, status, detail, shopify_ids).await?) })
+        Box::pin(async move {
+            self.settle_action(id, status, detail, shopify_ids)
+                .await
+                .map_err(ledger_error)
+        })
     }
 
     fn unsettled(
@@ -195,6 +193,10 @@ impl ActionLedger for Store {
         before_ms: i64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Unsettled>, LedgerError>> {
-        Box::pin(async move { Ok(self.unsettled_actions(before_ms, limit).await?) })
+        Box::pin(async move {
+            self.unsettled_actions(before_ms, limit)
+                .await
+                .map_err(ledger_error)
+        })
     }
 }

@@ -24,9 +24,10 @@
 mod change;
 mod guard;
 mod run;
+mod say;
 
 pub use guard::{RECONCILE_LIMIT, Reconciled, reconcile};
-use run::{rupees, store_failed};
+use say::{rupees, store_failed};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

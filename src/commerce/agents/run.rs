@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::change::Change;
-use super::{ActionStatus, AgentName, Args, Orchestrator, Outcome};
+use super::{ActionStatus, AgentName, Args, Orchestrator, Outcome, rupees, store_failed};
 use crate::commerce::shop::{MailingAddress, Order, Shopify, ShopifyError};
 use crate::vocab::{e164, masked_phone};
 
@@ -13,36 +13,6 @@ enum Found {
     Order(Box<Order>),
     /// Tell the caller this (no order, ask for the number, pick one of several).
     Answer(Outcome),
-}
-
-pub(super) fn store_failed(e: &ShopifyError) -> Outcome {
-    let message = match e {
-        ShopifyError::NotConfigured => {
-            "The store's order system is not connected, so I can't look at orders on this call."
-        }
-        ShopifyError::Unauthorized => {
-            "The store's system refused our access right now. A person from the team will call you back."
-        }
-        ShopifyError::Rejected(_) => "The store did not accept that change.",
-        _ => "I can't reach the store's system right now. Please try again in a few minutes.",
-    };
-    let status = if *e == ShopifyError::NotConfigured {
-        ActionStatus::NotConfigured
-    } else {
-        ActionStatus::Failed
-    };
-    Outcome::new(status, message).with(json!({ "error": e.code(), "detail": e.to_string() }))
-}
-
-pub(super) fn rupees(order: &Order, refunded: bool) -> Option<String> {
-    let m = if refunded {
-        order.refunded.as_ref()
-    } else {
-        order.total.as_ref()
-    }?;
-    let amount: f64 = m.amount.parse().ok()?;
-    let symbol = if m.currency_code == "INR" { "₹" } else { "" };
-    Some(format!("{symbol}{}", amount.round() as u64))
 }
 
 fn day(ts: Option<&str>) -> Option<String> {
