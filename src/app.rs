@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +40,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
+    limits: crate::http::HttpLimits,
     writer: RecorderTask,
     /// Changes to orders left unsettled by an earlier process, to settle once serving.
     reconcile: Option<(Arc<Actions>, Arc<Shopify>)>,
@@ -95,6 +95,13 @@ impl App {
         if args.webhook_token.is_none() {
             tracing::warn!(
                 "CALY_WEBHOOK_TOKEN is not set: Exotel status and Passthru callbacks are refused."
+            );
+        }
+        if args.max_connections <= args.max_calls {
+            tracing::warn!(
+                max_connections = args.max_connections,
+                max_calls = args.max_calls,
+                "CALY_MAX_CONNECTIONS is not above CALY_MAX_CALLS: REST and health checks can be refused while calls are at their cap."
             );
         }
         let listener = TcpListener::bind(args.listen())
@@ -199,6 +206,7 @@ impl App {
                 limiter: crate::http::state::limiter(args.api_quota()),
             },
             grace: args.drain_grace(),
+            limits: args.http_limits(),
             writer,
             reconcile,
         })
@@ -254,13 +262,6 @@ impl App {
             }
             tracing::info!("Drained; shutting down.");
         };
-        // Bot audio and its `mark` go out as separate small frames; Nagle would hold the mark
-        // (and the next chunk after a quiet spell) behind an ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
-            }
-        });
         // Changes an earlier process claimed and never settled (it died mid-change): each is
         // looked up on its order while the server already serves; ended with the server.
         let reconciling = self.reconcile.map(|(actions, shop)| {
@@ -277,10 +278,15 @@ impl App {
                 }
             })
         });
-        let served = axum::serve(listener, crate::http::router(self.state))
-            .with_graceful_shutdown(drained)
-            .await
-            .context("server failed");
+        let metrics = self.state.calls_config.metrics.clone();
+        crate::http::server::serve(
+            self.listener,
+            crate::http::router(self.state),
+            self.limits,
+            metrics,
+            drained,
+        )
+        .await;
         if let Some(r) = reconciling {
             r.abort();
         }
@@ -289,7 +295,7 @@ impl App {
         if lost == 0 {
             tracing::info!("Call records flushed.");
         }
-        served
+        Ok(())
     }
 }
 

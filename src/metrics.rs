@@ -95,6 +95,13 @@ pub struct Metrics {
     /// Exotel webhooks, by kind and outcome (`applied`, `duplicate`, `refused`, `bad`,
     /// `unavailable`).
     pub webhooks: Family<[(&'static str, &'static str); 2], Counter>,
+    /// HTTP connections open now (WebSockets included).
+    pub http_connections: Gauge,
+    /// HTTP connections refused at accept because the cap was reached.
+    pub http_connections_refused: Counter,
+    /// HTTP connections closed for taking too long to send a request's headers (or for
+    /// sitting idle between requests), or a request for taking too long as a whole.
+    pub http_timeouts: Family<Label, Counter>,
 }
 
 /// `VmRSS` of this process in bytes (Linux); `None` elsewhere.
@@ -401,8 +408,29 @@ impl Metrics {
             "Exotel webhooks by kind and outcome",
             webhooks.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open now, WebSockets included",
+            http_connections.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused at the connection cap",
+            http_connections_refused.clone(),
+        );
+        let http_timeouts = Family::<Label, Counter>::default();
+        registry.register(
+            "http_timeouts",
+            "HTTP connections or requests ended by a time limit, by limit (`headers`, `request`)",
+            http_timeouts.clone(),
+        );
         Metrics {
             registry,
+            http_connections,
+            http_connections_refused,
+            http_timeouts,
             stage_frames,
             stage_frame_seconds,
             realtime_reconnects,

@@ -46,6 +46,17 @@ pub struct ServeArgs {
     /// REST requests per second each API key may make (bursts up to twice that).
     #[arg(long, env = "CALY_API_RATE_PER_SEC", default_value_t = 20)]
     pub api_rate_per_sec: u32,
+    /// Seconds a connection has to send a request's headers, on a new connection and between
+    /// keep-alive requests alike (an idle keep-alive connection is closed after this).
+    #[arg(long, env = "CALY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+    /// Seconds to answer one HTTP request, its body included (not a WebSocket once upgraded).
+    #[arg(long, env = "CALY_HTTP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub http_request_timeout_secs: u64,
+    /// Most HTTP connections open at once, WebSockets included; beyond it a connection is
+    /// answered 503 and closed. Keep it above `CALY_MAX_CALLS`.
+    #[arg(long, env = "CALY_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 impl ServeArgs {
@@ -63,6 +74,9 @@ impl ServeArgs {
             database_url: temp_sqlite_url(),
             webhook_token: None,
             api_rate_per_sec: 20,
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 30,
+            max_connections: 4096,
         }
     }
 
@@ -88,6 +102,15 @@ impl ServeArgs {
     /// `max_call_secs` as a duration.
     pub fn max_call(&self) -> Duration {
         Duration::from_secs(self.max_call_secs)
+    }
+
+    /// The HTTP server's connection limits.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.http_request_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+        }
     }
 
     /// `drain_grace_secs` as a duration.

@@ -6,11 +6,13 @@ pub(crate) mod health; // GET /healthz, GET /readyz
 pub(crate) mod metrics; // GET /metrics
 pub(crate) mod openapi; // GET /v1/openapi.json, generated from the handlers
 pub(crate) mod rest; // /v1 REST: calls, transcripts, actions, KPIs, API keys (Bearer, scoped, rate-limited)
+pub(crate) mod server; // the accept loop: header/request timeouts, connection cap
 pub(crate) mod state; // AppState: what every handler shares
 pub(crate) mod webhooks; // POST /v1/exotel/status, GET|POST /v1/exotel/passthru (?token=)
 
 use axum::Router;
 
+pub use server::HttpLimits;
 pub use state::AppState;
 
 /// Every route, with its state.

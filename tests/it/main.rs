@@ -14,6 +14,7 @@ mod fuzz_inputs;
 mod helpers;
 mod isolation;
 mod leak;
+mod limits;
 mod observability;
 mod pipelines;
 mod realtime;
