@@ -24,6 +24,7 @@ use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::settings::ServeArgs;
 use crate::stages::realtime::RealtimeEndpoint;
+use crate::store::keys::{KeyUse, KeyUses};
 use crate::store::{RecorderConfig, RecorderTask, Store};
 
 /// Rates Exotel streams at (PROTOCOLS.md §1.2).
@@ -44,6 +45,10 @@ pub struct App {
     writer: RecorderTask,
     /// Changes to orders left unsettled by an earlier process, to settle once serving.
     reconcile: Option<(Arc<Actions>, Arc<Shopify>)>,
+    /// API key uses to write.
+    key_uses: KeyUses,
+    /// `CALY_RETENTION_DAYS`.
+    retention: Option<Duration>,
 }
 
 impl App {
@@ -85,6 +90,7 @@ impl App {
             "Call records database ready."
         );
         let mut metrics = Metrics::new();
+        let (key_use, key_uses) = KeyUse::new();
         let (recorder, writer) = RecorderTask::start(
             db.clone(),
             RecorderConfig {
@@ -204,11 +210,14 @@ impl App {
                 recorder,
                 webhook_token: args.webhook_token.as_deref().map(Arc::from),
                 limiter: crate::http::state::limiter(args.api_quota()),
+                key_use: Arc::new(key_use),
             },
             grace: args.drain_grace(),
             limits: args.http_limits(),
             writer,
             reconcile,
+            key_uses,
+            retention: args.retention(),
         })
     }
 
@@ -278,6 +287,12 @@ impl App {
                 }
             })
         });
+        // When keys were last used, and retention: owned here, ended with the server.
+        let key_uses = tokio::spawn(self.state.db.clone().write_key_uses(self.key_uses));
+        let retaining = self.retention.map(|keep| {
+            tracing::info!(days = keep.as_secs() / 86_400, "Retention is on: older calls' personal data is erased.");
+            tokio::spawn(self.state.db.clone().retain(keep))
+        });
         let metrics = self.state.calls_config.metrics.clone();
         crate::http::server::serve(
             self.listener,
@@ -287,8 +302,8 @@ impl App {
             drained,
         )
         .await;
-        if let Some(r) = reconciling {
-            r.abort();
+        for task in [reconciling, retaining, Some(key_uses)].into_iter().flatten() {
+            task.abort();
         }
         // Every call has ended: what they recorded is written before the process exits.
         let lost = self.writer.shutdown(RECORDER_SHUTDOWN).await;

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// answered 503 and closed. Keep it above `CALY_MAX_CALLS`.
     #[arg(long, env = "CALY_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Erase the personal data of calls older than this many days (transcripts, numbers,
+    /// entities, action wording, callback payloads), in small batches in the background;
+    /// unset = keep.
+    #[arg(long, env = "CALY_RETENTION_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub retention_days: Option<u64>,
 }
 
 impl ServeArgs {
@@ -77,6 +82,7 @@ impl ServeArgs {
             http_header_timeout_secs: 10,
             http_request_timeout_secs: 30,
             max_connections: 4096,
+            retention_days: None,
         }
     }
 
@@ -111,6 +117,12 @@ impl ServeArgs {
             request_timeout: Duration::from_secs(self.http_request_timeout_secs.max(1)),
             max_connections: self.max_connections.max(1),
         }
+    }
+
+    /// `retention_days` as a duration.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention_days
+            .map(|days| Duration::from_secs(days.saturating_mul(86_400)))
     }
 
     /// `drain_grace_secs` as a duration.

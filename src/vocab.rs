@@ -285,6 +285,16 @@ pub fn normalize_number(raw: &str) -> Option<String> {
     Some(if plus { format!("+{digits}") } else { digits })
 }
 
+/// The first `bytes` bytes (at most 32) of the SHA-256 of `text`, as lower-case hex.
+pub fn sha256_hex(text: &str, bytes: usize) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// `…3210`: the last four digits, for speaking and logging.
 pub fn masked_phone(phone: &str) -> String {
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();

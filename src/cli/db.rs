@@ -30,6 +30,14 @@ pub(crate) enum ApikeyCommand {
         /// What it may do.
         #[arg(long, default_value = "read", value_parser = ["read", "write", "admin"])]
         scope: String,
+        /// The key stops working this many days from now; unset = until revoked.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3650))]
+        expires_in_days: Option<u64>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List keys (never their secrets): id, name, scope, created, expires, last used, revoked.
+    List {
         #[command(flatten)]
         db: DbArgs,
     },
@@ -40,6 +48,31 @@ pub(crate) enum ApikeyCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// `caly erase`: erase the personal data of every call from a number.
+#[derive(Debug, clap::Args)]
+pub(crate) struct EraseArgs {
+    /// The caller's number, in any spelling (`+91 98765 43210`, `09876543210`).
+    #[arg(long)]
+    phone: String,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+/// Erases every ended call from `--phone` and says how many.
+pub(crate) async fn erase(args: EraseArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        caly::vocab::normalize_number(&args.phone).is_some(),
+        "--phone must be a phone number"
+    );
+    let store = migrate(&args.db).await?;
+    let erased = store.erase_phone(&args.phone, "cli").await?;
+    println!(
+        "Erased {erased} call(s) from {}.",
+        caly::vocab::masked_phone(&args.phone)
+    );
+    Ok(())
 }
 
 /// Opens the database and applies its migrations.
@@ -55,7 +88,12 @@ pub(crate) async fn migrate(db: &DbArgs) -> anyhow::Result<Store> {
 /// Creates or revokes a key.
 pub(crate) async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<()> {
     match cmd {
-        ApikeyCommand::Create { name, scope, db } => {
+        ApikeyCommand::Create {
+            name,
+            scope,
+            expires_in_days,
+            db,
+        } => {
             let name = name.trim();
             anyhow::ensure!(
                 !name.is_empty() && name.len() <= MAX_NAME,
@@ -64,12 +102,24 @@ pub(crate) async fn apikey(cmd: ApikeyCommand) -> anyhow::Result<()> {
             );
             let scope: Scope = scope.parse().map_err(anyhow::Error::msg)?;
             let store = migrate(&db).await?;
-            let key = store.create_api_key(name, scope).await?;
+            let expires_at = expires_in_days.map(|days| {
+                caly::store::now_ms()
+                    .saturating_add(i64::try_from(days).unwrap_or(3650) * 86_400_000)
+            });
+            let key = store
+                .create_api_key_expiring(name, scope, expires_at)
+                .await?;
             println!(
                 "Created API key {} ({name}, scope {scope}). It is shown once; keep it now:",
                 key.id
             );
             println!("{}", key.secret);
+        }
+        ApikeyCommand::List { db } => {
+            let store = migrate(&db).await?;
+            for key in store.list_api_keys().await? {
+                println!("{}", serde_json::to_string(&key)?);
+            }
         }
         ApikeyCommand::Revoke { id, db } => {
             let store = migrate(&db).await?;

@@ -42,6 +42,9 @@ enum Command {
     /// Manage REST API keys.
     #[command(subcommand)]
     Apikey(db::ApikeyCommand),
+    /// Erase the personal data of every call from a number (transcripts, the number itself,
+    /// entities, action wording); counts and timings stay for KPIs.
+    Erase(db::EraseArgs),
 }
 
 impl Cli {
@@ -57,6 +60,7 @@ impl Cli {
                 println!("Migrations applied ({}).", store.backend().label());
             })),
             Command::Apikey(cmd) => report(db::apikey(cmd).await),
+            Command::Erase(args) => report(db::erase(args).await),
         }
     }
 }

@@ -60,6 +60,11 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 409: the request is fine, the resource is not in a state to take it.
+    pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// 429.
     pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
         ApiError {

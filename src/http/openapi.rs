@@ -18,6 +18,8 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
         rest::get_transcript,
         rest::list_actions,
         rest::get_kpis,
+        rest::erase_call,
+        rest::list_keys,
         rest::create_key,
         rest::revoke_key
     ),
@@ -33,6 +35,9 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
         rest::Transcript,
         rest::NewKeyRequest,
         rest::NewKeyResponse,
+        rest::KeyList,
+        rest::Erased,
+        crate::store::keys::KeyInfo,
         rest::ErrorBody,
         rest::ErrorDetail
     )),

@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use crate::call::CallEnd;
 use crate::http::state::AppState;
-use crate::store::keys::{ApiKey, MAX_NAME, Scope};
+use crate::store::erase::{EraseReason, Erasure};
+use crate::store::keys::{ApiKey, KeyInfo, MAX_NAME, Scope};
 use crate::store::now_ms;
 use crate::store::read::{
-    ActionFilter, ActionRow, CallDetail, CallFilter, CallSummary, Cursor, Kpis, Segment,
+    ActionFilter, ActionRow, CallDetail, CallFilter, CallSummary, Cursor, Kpis, Segment, rfc3339,
 };
 use crate::vocab::Intent;
 use crate::vocab::normalize_number;
@@ -48,11 +49,11 @@ const MAX_FILTER: usize = 64;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/calls", get(list_calls))
-        .route("/v1/calls/{id}", get(get_call))
+        .route("/v1/calls/{id}", get(get_call).delete(erase_call))
         .route("/v1/calls/{id}/transcript", get(get_transcript))
         .route("/v1/actions", get(list_actions))
         .route("/v1/analytics/kpis", get(get_kpis))
-        .route("/v1/apikeys", axum::routing::post(create_key))
+        .route("/v1/apikeys", get(list_keys).post(create_key))
         .route("/v1/apikeys/{id}", delete(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
@@ -83,6 +84,7 @@ pub(crate) async fn authorize(
         .check_api_key(token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("The API key is not valid."))?;
+    state.key_use.used(&key.id, now_ms());
     if key.scope < needs {
         return Err(ApiError::forbidden(format!(
             "This API key's scope is `{}`; the route needs `{}`.",
@@ -249,7 +251,7 @@ pub(crate) struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `rate_limited`, `too_large`,
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `rate_limited`, `too_large`,
     /// `unavailable`.
     pub code: String,
     /// For a person.
@@ -474,6 +476,10 @@ pub(crate) struct NewKeyRequest {
     /// `read` (default), `write` or `admin`.
     #[serde(default)]
     scope: Option<String>,
+    /// When the key stops working: RFC 3339 or epoch milliseconds, in the future. Unset:
+    /// until revoked.
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 /// A key just created: `key` is shown this once.
@@ -487,6 +493,8 @@ pub(crate) struct NewKeyResponse {
     pub scope: String,
     /// The key itself; it is not stored and cannot be shown again.
     pub key: String,
+    /// RFC 3339, if it expires.
+    pub expires_at: Option<String>,
 }
 
 /// Creates an API key (admin).
@@ -518,7 +526,14 @@ pub(crate) async fn create_key(
         .unwrap_or("read")
         .parse()
         .map_err(ApiError::bad_request)?;
-    let key = state.db.create_api_key(name, scope).await?;
+    let expires_at = parse_time("expires_at", req.expires_at.as_deref())?;
+    if expires_at.is_some_and(|at| at <= now_ms()) {
+        return Err(ApiError::bad_request("`expires_at` must be in the future."));
+    }
+    let key = state
+        .db
+        .create_api_key_expiring(name, scope, expires_at)
+        .await?;
     tracing::info!(key_id = %key.id, scope = %scope, "API key created over REST.");
     Ok((
         StatusCode::CREATED,
@@ -527,8 +542,79 @@ pub(crate) async fn create_key(
             name: name.to_owned(),
             scope: scope.to_string(),
             key: key.secret,
+            expires_at: expires_at.map(rfc3339),
         }),
     ))
+}
+
+/// `GET /v1/apikeys`: every key, newest first, never a secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyList {
+    /// At most 1,000 keys.
+    pub items: Vec<KeyInfo>,
+}
+
+/// Lists API keys (admin): names, scopes and times, never secrets.
+#[utoipa::path(get, path = "/v1/apikeys",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, body = KeyList), (status = 403, body = ErrorBody)))]
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<KeyList>, ApiError> {
+    authorize(&state, &headers, Scope::Admin).await?;
+    Ok(Json(KeyList {
+        items: state.db.list_api_keys().await?,
+    }))
+}
+
+/// What `DELETE /v1/calls/{id}` did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Erased {
+    /// Caly's id of the call.
+    pub call_id: String,
+    /// RFC 3339: when its personal data was erased.
+    pub erased_at: String,
+    /// `true` if it had been erased before this request.
+    pub already: bool,
+}
+
+/// Erases a call's personal data (write): transcript, caller number (kept as its last four
+/// digits), recording link, intent entities, the words in its actions and its Exotel
+/// callbacks' payloads. Counts and timings stay, so KPIs still count the call; the erasure
+/// itself is recorded (who, when). A call still in progress is refused (409).
+#[utoipa::path(delete, path = "/v1/calls/{id}",
+    params(("id" = String, Path, description = "UUID or Exotel CallSid")),
+    security(("bearer" = ["write"])),
+    responses((status = 200, body = Erased), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub(crate) async fn erase_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Erased>, ApiError> {
+    let key = authorize(&state, &headers, Scope::Write).await?;
+    let by = format!("apikey:{}", key.id);
+    match state
+        .db
+        .erase_call(checked_id(&id)?, EraseReason::Request, &by)
+        .await?
+    {
+        Erasure::Erased { call_id, erased_at } => Ok(Json(Erased {
+            call_id,
+            erased_at: rfc3339(erased_at),
+            already: false,
+        })),
+        Erasure::Already { call_id, erased_at } => Ok(Json(Erased {
+            call_id,
+            erased_at: rfc3339(erased_at),
+            already: true,
+        })),
+        Erasure::InProgress => Err(ApiError::conflict(
+            "The call is still in progress; erase it once it has ended.",
+        )),
+        Erasure::NotFound => Err(ApiError::not_found("call")),
+    }
 }
 
 /// Revokes an API key (admin).

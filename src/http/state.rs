@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::call::CallConfig;
 use crate::devtools::realtime_sim::Simulator;
 use crate::engine::graph::Graph;
+use crate::store::keys::KeyUse;
 use crate::store::{Recorder, Store};
 
 /// Shared state of the HTTP handlers.
@@ -42,6 +43,8 @@ pub struct AppState {
     pub webhook_token: Option<Arc<str>>,
     /// Per-API-key request rate.
     pub limiter: Arc<KeyLimiter>,
+    /// When each API key was last used (written off the request path).
+    pub key_use: Arc<KeyUse>,
 }
 
 /// Per-key request limiter.

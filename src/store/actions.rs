@@ -109,9 +109,13 @@ impl Store {
         let (mut tx, _turn) = self.begin_write().await?;
         self.count_query();
         let done = sqlx::query(
-            "UPDATE actions SET status = $1, detail = $2, updated_at = $3,
+            "UPDATE actions SET status = $1, updated_at = $3,
                  claim = CASE WHEN $4 = 1 THEN claim ELSE NULL END,
-                 shopify_ids = COALESCE($5, shopify_ids)
+                 shopify_ids = COALESCE($5, shopify_ids),
+                 detail = CASE WHEN erased THEN $7 ELSE $2 END,
+                 change_after = CASE WHEN erased THEN NULL ELSE change_after END
+             FROM (SELECT EXISTS (SELECT 1 FROM calls c, actions a WHERE a.id = $6
+                   AND c.id = a.call_id AND c.erased_at IS NOT NULL) AS erased) e
              WHERE id = $6 AND status IN ('pending', 'uncertain')",
         )
         .bind(status.name())
@@ -120,6 +124,7 @@ impl Store {
         .bind(i64::from(holds_claim(status)))
         .bind(json_text(shopify_ids))
         .bind(id)
+        .bind(super::erase::ERASED_DETAIL)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

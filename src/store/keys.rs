@@ -10,6 +10,7 @@ use sqlx::Row as _;
 use subtle::ConstantTimeEq as _;
 
 use super::{Store, StoreError, now_ms};
+use crate::vocab::sha256_hex;
 
 /// What a key may do. Each scope includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -77,8 +78,7 @@ pub struct NewKey {
 pub const MAX_NAME: usize = 100;
 
 fn hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(key, 32)
 }
 
 /// `bytes` random bytes as hex (at most 32): SHA-256 over two v4 UUIDs, which draw 244 bits
@@ -105,16 +105,115 @@ fn prefix_of(key: &str) -> Option<&str> {
     .then_some(prefix)
 }
 
+/// A key as listed: never its secret or hash. Times are RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct KeyInfo {
+    /// The key's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `read`, `write` or `admin`.
+    pub scope: String,
+    /// The first characters of the key (`caly_<prefix>_…`), to tell keys apart.
+    pub prefix: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it stops working, if it does.
+    pub expires_at: Option<String>,
+    /// When it was last used (to the minute).
+    pub last_used_at: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// Most keys a listing returns (newest first).
+pub const MAX_LISTED: i64 = 1_000;
+/// A key's use is written at most this often.
+pub const USE_RESOLUTION_MS: i64 = 60_000;
+/// Most keys whose last write [`KeyUse`] remembers.
+const MAX_TRACKED: usize = 10_000;
+/// Most uses waiting to be written.
+const USE_QUEUE: usize = 256;
+
+/// Remembers when each key was last used, off the request path: a request notes its key
+/// here (no I/O), at most once a minute per key a write is queued (bounded; a full queue
+/// skips the write, the next request retries), and [`Store::write_key_uses`] writes them.
+pub struct KeyUse {
+    written: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    queue: tokio::sync::mpsc::Sender<(String, i64)>,
+}
+
+/// What [`Store::write_key_uses`] drains.
+pub type KeyUses = tokio::sync::mpsc::Receiver<(String, i64)>;
+
+impl KeyUse {
+    /// The tracker and the queue its writer drains.
+    pub fn new() -> (KeyUse, KeyUses) {
+        let (queue, rx) = tokio::sync::mpsc::channel(USE_QUEUE);
+        let written = std::sync::Mutex::default();
+        (KeyUse { written, queue }, rx)
+    }
+
+    /// Key `id` was used at `now_ms`.
+    pub fn used(&self, id: &str, now_ms: i64) {
+        let Ok(mut written) = self.written.lock() else {
+            return;
+        };
+        if written
+            .get(id)
+            .is_some_and(|&at| now_ms - at < USE_RESOLUTION_MS)
+        {
+            return;
+        }
+        if written.len() >= MAX_TRACKED {
+            written.retain(|_, at| now_ms - *at < USE_RESOLUTION_MS);
+            if written.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        if self.queue.try_send((id.to_owned(), now_ms)).is_ok() {
+            written.insert(id.to_owned(), now_ms);
+        }
+    }
+}
+
+fn key_info(row: &sqlx::any::AnyRow) -> Result<KeyInfo, sqlx::Error> {
+    use super::read::rfc3339;
+    let time = |name: &str| -> Result<Option<String>, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(name)?.map(rfc3339))
+    };
+    Ok(KeyInfo {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        scope: row.try_get("scope")?,
+        prefix: row.try_get("prefix")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        expires_at: time("expires_at")?,
+        last_used_at: time("last_used_at")?,
+        revoked_at: time("revoked_at")?,
+    })
+}
+
 impl Store {
-    /// Creates a key; the returned secret is never stored.
+    /// Creates a key that does not expire; the returned secret is never stored.
     pub async fn create_api_key(&self, name: &str, scope: Scope) -> Result<NewKey, StoreError> {
+        self.create_api_key_expiring(name, scope, None).await
+    }
+
+    /// Creates a key that stops working at `expires_at` (epoch ms), if given.
+    pub async fn create_api_key_expiring(
+        &self,
+        name: &str,
+        scope: Scope,
+        expires_at: Option<i64>,
+    ) -> Result<NewKey, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let prefix = random_token(4);
         let secret = format!("caly_{prefix}_{}", random_token(24));
         self.count_query();
         sqlx::query(
-            "INSERT INTO api_keys (id, name, scope, prefix, hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, scope, prefix, hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(name)
@@ -122,21 +221,24 @@ impl Store {
         .bind(&prefix)
         .bind(hash(&secret))
         .bind(now_ms())
+        .bind(expires_at)
         .execute(self.pool())
         .await?;
         Ok(NewKey { id, secret })
     }
 
-    /// The key, if it exists and has not been revoked.
+    /// The key, if it exists, has not been revoked and has not expired.
     pub async fn check_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
         let Some(prefix) = prefix_of(key) else {
             return Ok(None);
         };
         self.count_query();
         let row = sqlx::query(
-            "SELECT id, name, scope, hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+            "SELECT id, name, scope, hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(prefix)
+        .bind(now_ms())
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else {
@@ -164,6 +266,44 @@ impl Store {
                 .execute(self.pool())
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Every key, newest first (at most [`MAX_LISTED`]), without secrets.
+    pub async fn list_api_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.count_query();
+        let rows = sqlx::query(
+            "SELECT id, name, scope, prefix, created_at, expires_at, last_used_at, revoked_at \
+             FROM api_keys ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(MAX_LISTED)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(key_info).collect::<Result<_, _>>()?)
+    }
+
+    /// Writes the uses [`KeyUse`] queues until every sender is gone (the owner may also
+    /// abort it: a lost write is one minute of `last_used_at`).
+    pub async fn write_key_uses(self, mut uses: KeyUses) {
+        while let Some((id, at)) = uses.recv().await {
+            let written = async {
+                let (mut tx, _turn) = self.begin_write().await?;
+                self.count_query();
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
+                     AND (last_used_at IS NULL OR last_used_at < $1)",
+                )
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            if let Err(e) = written {
+                tracing::warn!(key_id = %id, error = %e, "Could not write when a key was last used.");
+            }
+        }
     }
 }
 

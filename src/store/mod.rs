@@ -11,6 +11,7 @@
 //! - [`keys`]: API keys, stored as SHA-256 hashes.
 
 pub mod actions;
+pub mod erase;
 pub mod keys;
 pub mod read;
 pub mod recorder;
@@ -136,7 +137,7 @@ impl Store {
 
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let sources: [(i64, &str, &'static str); 2] = match self.backend {
+        let sources: [(i64, &str, &'static str); 3] = match self.backend {
             Backend::Sqlite => [
                 (
                     1,
@@ -147,6 +148,11 @@ impl Store {
                     2,
                     "action_ledger",
                     include_str!("../../migrations/sqlite/0002_action_ledger.sql"),
+                ),
+                (
+                    3,
+                    "erasure_and_keys",
+                    include_str!("../../migrations/sqlite/0003_erasure_and_keys.sql"),
                 ),
             ],
             Backend::Postgres => [
@@ -159,6 +165,11 @@ impl Store {
                     2,
                     "action_ledger",
                     include_str!("../../migrations/postgres/0002_action_ledger.sql"),
+                ),
+                (
+                    3,
+                    "erasure_and_keys",
+                    include_str!("../../migrations/postgres/0003_erasure_and_keys.sql"),
                 ),
             ],
         };

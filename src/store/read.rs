@@ -116,6 +116,9 @@ pub struct CallSummary {
     pub v2v_p50_ms: Option<i64>,
     /// Worst voice-to-voice latency of the call.
     pub v2v_max_ms: Option<i64>,
+    /// RFC 3339: when the call's personal data was erased (its transcript, number, entities
+    /// and the words in its actions are gone; counts and timings stay).
+    pub erased_at: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     started_ms: i64,
@@ -123,7 +126,7 @@ pub struct CallSummary {
 
 const CALL_COLUMNS: &str = "id, call_sid, stream_sid, from_number, to_number, direction, status, \
      pipeline, started_at, ended_at, duration_ms, conversation_s, recording_url, end_reason, \
-     custom_field, turns, barge_ins, v2v_p50_ms, v2v_max_ms";
+     custom_field, turns, barge_ins, v2v_p50_ms, v2v_max_ms, erased_at";
 
 fn call_from_row(row: &AnyRow) -> Result<CallSummary, sqlx::Error> {
     let started_ms: i64 = row.try_get("started_at")?;
@@ -147,6 +150,7 @@ fn call_from_row(row: &AnyRow) -> Result<CallSummary, sqlx::Error> {
         barge_ins: row.try_get("barge_ins")?,
         v2v_p50_ms: row.try_get("v2v_p50_ms")?,
         v2v_max_ms: row.try_get("v2v_max_ms")?,
+        erased_at: row.try_get::<Option<i64>, _>("erased_at")?.map(rfc3339),
         started_ms,
     })
 }

@@ -278,8 +278,10 @@ impl Store {
                  ended_at = COALESCE(calls.ended_at, excluded.ended_at),
                  duration_ms = COALESCE(calls.duration_ms, excluded.duration_ms),
                  conversation_s = COALESCE(excluded.conversation_s, calls.conversation_s),
-                 recording_url = COALESCE(excluded.recording_url, calls.recording_url),
-                 custom_field = COALESCE(excluded.custom_field, calls.custom_field),
+                 recording_url = CASE WHEN calls.erased_at IS NOT NULL THEN NULL
+                                      ELSE COALESCE(excluded.recording_url, calls.recording_url) END,
+                 custom_field = CASE WHEN calls.erased_at IS NOT NULL THEN NULL
+                                     ELSE COALESCE(excluded.custom_field, calls.custom_field) END,
                  updated_at = excluded.updated_at"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -302,6 +304,16 @@ impl Store {
             .bind(i64::from(hook.started_at_ms.is_some()))
             .execute(&mut *tx)
             .await?;
+        // A callback arriving after its call was erased keeps no personal data either.
+        self.count_query();
+        sqlx::query(
+            "UPDATE webhook_events SET payload = '{}' WHERE dedupe_key = $1 AND EXISTS \
+             (SELECT 1 FROM calls WHERE calls.id = $2 AND calls.erased_at IS NOT NULL)",
+        )
+        .bind(&hook.dedupe_key)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(WebhookOutcome::Applied)
     }
@@ -357,8 +369,11 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
             at_ms,
         } => {
             sqlx::query(
+                // Nothing is written into a call that has been erased.
                 "INSERT INTO transcript_segments (call_id, seq, speaker, text, pts_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id, seq) DO NOTHING",
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS
+                     (SELECT 1 FROM calls WHERE id = $1 AND erased_at IS NOT NULL)
+                 ON CONFLICT (call_id, seq) DO NOTHING",
             )
             .bind(call_id)
             .bind(seq)
