@@ -290,7 +290,10 @@ impl App {
         // When keys were last used, and retention: owned here, ended with the server.
         let key_uses = tokio::spawn(self.state.db.clone().write_key_uses(self.key_uses));
         let retaining = self.retention.map(|keep| {
-            tracing::info!(days = keep.as_secs() / 86_400, "Retention is on: older calls' personal data is erased.");
+            tracing::info!(
+                days = keep.as_secs() / 86_400,
+                "Retention is on: older calls' personal data is erased."
+            );
             tokio::spawn(self.state.db.clone().retain(keep))
         });
         let metrics = self.state.calls_config.metrics.clone();
@@ -302,7 +305,10 @@ impl App {
             drained,
         )
         .await;
-        for task in [reconciling, retaining, Some(key_uses)].into_iter().flatten() {
+        for task in [reconciling, retaining, Some(key_uses)]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         // Every call has ended: what they recorded is written before the process exits.

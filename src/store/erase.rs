@@ -138,7 +138,8 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         for id in &ids {
-            self.erase_one(id, EraseReason::Retention, "retention").await?;
+            self.erase_one(id, EraseReason::Retention, "retention")
+                .await?;
         }
         let (mut tx, _turn) = self.begin_write().await?;
         self.count_query();
@@ -253,7 +254,11 @@ impl Store {
                 }
             }
             if erased > 0 {
-                tracing::info!(calls = erased, days = keep_ms / 86_400_000, "Retention erased the personal data of old calls.");
+                tracing::info!(
+                    calls = erased,
+                    days = keep_ms / 86_400_000,
+                    "Retention erased the personal data of old calls."
+                );
             }
         }
     }

@@ -323,4 +323,38 @@ mod tests {
         );
         assert_ne!(random_token(24), random_token(24));
     }
+
+    #[test]
+    fn a_key_use_is_queued_at_most_once_a_minute_per_key() {
+        let (uses, mut queued) = KeyUse::new();
+        let t = 1_000_000;
+        uses.used("a", t);
+        uses.used("a", t + 1_000);
+        uses.used("b", t + 2_000);
+        uses.used("a", t + USE_RESOLUTION_MS - 1);
+        uses.used("a", t + USE_RESOLUTION_MS);
+        let mut got = Vec::new();
+        while let Ok(u) = queued.try_recv() {
+            got.push(u);
+        }
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), t),
+                ("b".to_owned(), t + 2_000),
+                ("a".to_owned(), t + USE_RESOLUTION_MS)
+            ]
+        );
+        // A full queue drops the write and remembers nothing, so a later use retries.
+        for i in 0..USE_QUEUE + 10 {
+            uses.used(&format!("k{i}"), t);
+        }
+        assert!(queued.try_recv().is_ok());
+        uses.used(&format!("k{}", USE_QUEUE + 5), t + 1);
+        let mut last = None;
+        while let Ok(u) = queued.try_recv() {
+            last = Some(u);
+        }
+        assert_eq!(last, Some((format!("k{}", USE_QUEUE + 5), t + 1)));
+    }
 }

@@ -238,6 +238,7 @@ impl Store {
             "actions",
             "webhook_events",
             "api_keys",
+            "erasures",
         ];
         let Some(table) = TABLES.iter().find(|t| **t == table) else {
             return Err(StoreError::Db(sqlx::Error::Protocol(format!(

@@ -17,6 +17,7 @@ mod leak;
 mod limits;
 mod observability;
 mod pipelines;
+mod privacy;
 mod realtime;
 mod records;
 mod replay;

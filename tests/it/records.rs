@@ -19,19 +19,19 @@ use crate::helpers::{
 
 const TOKEN: &str = "s3cret-webhook-token";
 
-async fn open(db: &TestDb) -> Store {
+pub(crate) async fn open(db: &TestDb) -> Store {
     let store = Store::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
     store
 }
 
-struct Http {
-    base: String,
-    client: reqwest::Client,
+pub(crate) struct Http {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Http {
-    fn new(addr: std::net::SocketAddr) -> Http {
+    pub(crate) fn new(addr: std::net::SocketAddr) -> Http {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Http {
             base: format!("http://{addr}"),
@@ -39,7 +39,7 @@ impl Http {
         }
     }
 
-    async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
         let mut req = self.client.get(format!("{}{path}", self.base));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -53,7 +53,7 @@ impl Http {
         )
     }
 
-    async fn post(&self, path: &str, content_type: &str, body: String) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, content_type: &str, body: String) -> (u16, Value) {
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
@@ -70,7 +70,7 @@ impl Http {
         )
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap();
@@ -81,12 +81,12 @@ impl Http {
     }
 }
 
-fn error_code(body: &Value) -> &str {
+pub(crate) fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 /// A finished call with `segments` transcript segments, an intent and an action.
-fn seeded_call(sid: &str, started_ms: i64, segments: i64) -> Vec<Record> {
+pub(crate) fn seeded_call(sid: &str, started_ms: i64, segments: i64) -> Vec<Record> {
     let id = call_id_for_sid(sid);
     let mut records = vec![Record::CallStarted {
         id: id.clone(),
