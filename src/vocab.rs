@@ -218,6 +218,19 @@ pub enum ActionStatus {
     Pending,
 }
 
+/// Every action status.
+pub const ACTION_STATUSES: [ActionStatus; 9] = [
+    ActionStatus::Done,
+    ActionStatus::NeedsConfirmation,
+    ActionStatus::NeedsInfo,
+    ActionStatus::Refused,
+    ActionStatus::Declined,
+    ActionStatus::Failed,
+    ActionStatus::NotConfigured,
+    ActionStatus::Uncertain,
+    ActionStatus::Pending,
+];
+
 impl ActionStatus {
     /// Its label.
     pub fn name(self) -> &'static str {
@@ -236,19 +249,7 @@ impl ActionStatus {
 
     /// The status labelled `name`.
     pub fn from_name(name: &str) -> Option<ActionStatus> {
-        [
-            ActionStatus::Done,
-            ActionStatus::NeedsConfirmation,
-            ActionStatus::NeedsInfo,
-            ActionStatus::Refused,
-            ActionStatus::Declined,
-            ActionStatus::Failed,
-            ActionStatus::NotConfigured,
-            ActionStatus::Uncertain,
-            ActionStatus::Pending,
-        ]
-        .into_iter()
-        .find(|s| s.name() == name)
+        ACTION_STATUSES.into_iter().find(|s| s.name() == name)
     }
 }
 

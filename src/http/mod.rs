@@ -4,7 +4,8 @@ pub(crate) mod error; // ApiError: a status and {"error": {"code", "message"}}
 pub(crate) mod exotel; // GET /v1/exotel/stream: the AgentStream WebSocket
 pub(crate) mod health; // GET /healthz, GET /readyz
 pub(crate) mod metrics; // GET /metrics
-pub(crate) mod openapi; // GET /v1/openapi.json, generated from the handlers
+pub(crate) mod openapi; // GET /v1/openapi.json, generated from the handlers and the parameter rules
+pub(crate) mod params; // what each REST parameter may be: checked by handlers, described in the document
 pub(crate) mod rest; // /v1 REST: calls, transcripts, actions, KPIs, API keys (Bearer, scoped, rate-limited)
 pub(crate) mod server; // the accept loop: header/request timeouts, connection cap
 pub(crate) mod state; // AppState: what every handler shares

@@ -13,6 +13,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::params::{Rule, name_admits, time_ms};
 use crate::call::CallEnd;
 use crate::http::state::AppState;
 use crate::store::erase::{EraseReason, Erasure};
@@ -21,13 +22,10 @@ use crate::store::now_ms;
 use crate::store::read::{
     ActionFilter, ActionRow, CallDetail, CallFilter, CallSummary, Cursor, Kpis, Segment, rfc3339,
 };
-use crate::vocab::Intent;
-use crate::vocab::normalize_number;
+use crate::vocab::{ACTION_STATUSES, AGENTS, INTENTS, normalize_number};
 
 /// Largest REST request body.
 pub(crate) const MAX_BODY: usize = 16 * 1024;
-/// Largest page.
-pub(crate) const MAX_LIMIT: i64 = 200;
 /// Page size when none is asked for.
 pub(crate) const DEFAULT_LIMIT: i64 = 50;
 /// KPIs default to this many days before `until`.
@@ -42,8 +40,6 @@ const CALL_STATUSES: &[&str] = &[
     "no-answer",
     "canceled",
 ];
-/// Longest filter value taken.
-const MAX_FILTER: usize = 64;
 
 /// The REST routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -112,85 +108,144 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     })
 }
 
-/// Epoch ms from RFC 3339 (`2026-11-25T10:00:00Z`) or an integer of milliseconds.
-fn parse_time(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(ms) = text.parse::<i64>()
-        && (0..=253_402_300_799_000).contains(&ms)
-    {
-        return Ok(Some(ms));
-    }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "`{name}` must be an RFC 3339 time (2026-11-25T10:00:00Z) or epoch milliseconds."
-            ))
-        })
+/// The statuses a call row can have.
+fn call_statuses() -> Rule {
+    Rule::OneOf(CALL_STATUSES.to_vec())
 }
 
-fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
-    match limit.map(str::trim).filter(|l| !l.is_empty()) {
-        None => Ok(DEFAULT_LIMIT),
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "`limit` must be a whole number from 1 to {MAX_LIMIT}."
-                ))
-            }),
+/// Each route's query parameters, their rules and what they mean: what the handlers check
+/// (through [`Checks`]) and what `openapi.json` says.
+pub(crate) fn query_rules(route: &str) -> Vec<(&'static str, Rule, &'static str)> {
+    match route {
+        "/v1/calls" => vec![
+            ("status", call_statuses(), "The call's status."),
+            (
+                "from",
+                Rule::Phone,
+                "Caller number, any spelling (098…, +91 98…, 98…).",
+            ),
+            ("to", Rule::Phone, "Number called, any spelling."),
+            (
+                "since",
+                Rule::Time,
+                "Started at or after: RFC 3339 or epoch ms.",
+            ),
+            ("until", Rule::Time, "Started before: RFC 3339 or epoch ms."),
+            (
+                "intent",
+                Rule::OneOf(INTENTS.iter().map(|i| i.name()).collect()),
+                "Has an accepted intent of this name.",
+            ),
+            (
+                "end_reason",
+                Rule::OneOf(CallEnd::ALL.iter().map(|e| e.label()).collect()),
+                "Ended for this reason.",
+            ),
+            (
+                "cursor",
+                Rule::CallCursor,
+                "The previous page's `next_cursor`.",
+            ),
+            ("limit", Rule::Limit, "Page size (default 50)."),
+        ],
+        "/v1/actions" => vec![
+            ("call_id", Rule::Id, "Of this call (its UUID)."),
+            (
+                "action",
+                Rule::OneOf(AGENTS.iter().map(|a| a.name()).collect()),
+                "This agent.",
+            ),
+            (
+                "status",
+                Rule::OneOf(ACTION_STATUSES.iter().map(|a| a.name()).collect()),
+                "This status.",
+            ),
+            (
+                "since",
+                Rule::Time,
+                "Created at or after: RFC 3339 or epoch ms.",
+            ),
+            ("until", Rule::Time, "Created before: RFC 3339 or epoch ms."),
+            (
+                "cursor",
+                Rule::ActionCursor,
+                "The previous page's `next_cursor`.",
+            ),
+            ("limit", Rule::Limit, "Page size (default 50)."),
+        ],
+        "/v1/analytics/kpis" => vec![
+            (
+                "since",
+                Rule::Time,
+                "Start (inclusive): RFC 3339 or epoch ms; default 30 days before `until`.",
+            ),
+            (
+                "until",
+                Rule::Time,
+                "End (exclusive): RFC 3339 or epoch ms; default now.",
+            ),
+        ],
+        _ => Vec::new(),
     }
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
-    match cursor.filter(|c| !c.is_empty()) {
-        None => Ok(None),
-        Some(c) => Cursor::decode(c)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request("`cursor` is not one this API gave out.")),
-    }
-}
+/// The rules of one route's query parameters.
+struct Checks(Vec<(&'static str, Rule, &'static str)>);
 
-fn short(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
-    match value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) if v.len() <= MAX_FILTER && !v.chars().any(char::is_control) => {
-            Ok(Some(v.to_owned()))
+impl Checks {
+    fn of(route: &str) -> Checks {
+        Checks(query_rules(route))
+    }
+
+    /// `value` of parameter `name`, checked.
+    fn get<'v>(&self, name: &str, value: Option<&'v str>) -> Result<Option<&'v str>, ApiError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        match self.0.iter().find(|(n, _, _)| *n == name) {
+            Some((_, rule, _)) => rule.check(name, value).map(Some),
+            None => Err(ApiError::bad_request(format!(
+                "Unknown parameter `{name}`."
+            ))),
         }
-        Some(_) => Err(ApiError::bad_request(format!(
-            "`{name}` is too long or not printable."
-        ))),
     }
-}
 
-fn number(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
-    match short(name, value)? {
-        None => Ok(None),
-        Some(v) if !v.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c)) => Err(
-            ApiError::bad_request(format!("`{name}` is not a phone number.")),
-        ),
-        Some(v) => normalize_number(&v)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a phone number."))),
+    fn owned(&self, name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+        Ok(self.get(name, value)?.map(str::to_owned))
     }
-}
 
-fn check_range(since: Option<i64>, until: Option<i64>) -> Result<(), ApiError> {
-    match (since, until) {
-        (Some(s), Some(u)) if s > u => Err(ApiError::bad_request("`since` is after `until`.")),
-        _ => Ok(()),
+    fn time(&self, name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+        time_ms(name, self.get(name, value)?)
+    }
+
+    fn limit(&self, value: Option<&str>) -> Result<i64, ApiError> {
+        Ok(self
+            .get("limit", value)?
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(DEFAULT_LIMIT))
+    }
+
+    fn cursor(&self, value: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+        match self.get("cursor", value)? {
+            None => Ok(None),
+            Some(c) => Cursor::decode(c)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request("`cursor` is not one this API gave out.")),
+        }
+    }
+
+    fn phone(&self, name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+        match self.get(name, value)? {
+            None => Ok(None),
+            Some(v) => normalize_number(v)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a phone number."))),
+        }
     }
 }
 
 /// `GET /v1/calls` parameters.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct ListCallsParams {
     /// `in-progress`, `completed`, `failed`, `busy`, `no-answer`, `canceled`.
     status: Option<String>,
@@ -259,7 +314,7 @@ pub(crate) struct ErrorDetail {
 }
 
 /// Lists calls, newest first, filtered and keyset-paginated.
-#[utoipa::path(get, path = "/v1/calls", params(ListCallsParams),
+#[utoipa::path(get, path = "/v1/calls", 
     security(("bearer" = ["read"])),
     responses((status = 200, body = CallPage), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -270,48 +325,18 @@ pub(crate) async fn list_calls(
 ) -> Result<Json<CallPage>, ApiError> {
     authorize(&state, &headers, Scope::Read).await?;
     let p = query(params)?;
-    let intent = match short("intent", p.intent.as_deref())? {
-        None => None,
-        Some(name) => Some(
-            Intent::from_name(&name)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("`intent` {name:?} is not an intent."))
-                })?
-                .name()
-                .to_owned(),
-        ),
-    };
-    let status = short("status", p.status.as_deref())?;
-    if let Some(s) = status.as_deref()
-        && !CALL_STATUSES.contains(&s)
-    {
-        return Err(ApiError::bad_request(format!(
-            "`status` must be one of {}.",
-            CALL_STATUSES.join(", ")
-        )));
-    }
-    let end_reason = short("end_reason", p.end_reason.as_deref())?;
-    if let Some(r) = end_reason.as_deref()
-        && CallEnd::from_label(r).is_none()
-    {
-        let known: Vec<&str> = CallEnd::ALL.iter().map(|e| e.label()).collect();
-        return Err(ApiError::bad_request(format!(
-            "`end_reason` must be one of {}.",
-            known.join(", ")
-        )));
-    }
+    let rules = Checks::of("/v1/calls");
     let filter = CallFilter {
-        status,
-        end_reason,
-        from: number("from", p.from.as_deref())?,
-        to: number("to", p.to.as_deref())?,
-        since_ms: parse_time("since", p.since.as_deref())?,
-        until_ms: parse_time("until", p.until.as_deref())?,
-        intent,
+        status: rules.owned("status", p.status.as_deref())?,
+        end_reason: rules.owned("end_reason", p.end_reason.as_deref())?,
+        from: rules.phone("from", p.from.as_deref())?,
+        to: rules.phone("to", p.to.as_deref())?,
+        since_ms: rules.time("since", p.since.as_deref())?,
+        until_ms: rules.time("until", p.until.as_deref())?,
+        intent: rules.owned("intent", p.intent.as_deref())?,
     };
-    check_range(filter.since_ms, filter.until_ms)?;
-    let limit = parse_limit(p.limit.as_deref())?;
-    let cursor = parse_cursor(p.cursor.as_deref())?;
+    let limit = rules.limit(p.limit.as_deref())?;
+    let cursor = rules.cursor(p.cursor.as_deref())?;
     let page = state.db.list_calls(&filter, cursor.as_ref(), limit).await?;
     Ok(Json(CallPage {
         items: page.items,
@@ -319,19 +344,9 @@ pub(crate) async fn list_calls(
     }))
 }
 
-/// An id from the path or a filter: a UUID, a CallSid or a key id (letters, digits, `-`, `_`).
+/// An id from the path: a UUID, a CallSid or a key id (letters, digits, `-`, `_`).
 fn checked_id(id: &str) -> Result<&str, ApiError> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "A call is named by its UUID or Exotel CallSid.",
-        ));
-    }
-    Ok(id)
+    Rule::Id.check("id", id)
 }
 
 /// One call (by UUID or Exotel CallSid) with its transcript, intents and actions.
@@ -378,8 +393,7 @@ pub(crate) async fn get_transcript(
 }
 
 /// `GET /v1/actions` parameters.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct ListActionsParams {
     /// Of this call (UUID).
     call_id: Option<String>,
@@ -398,7 +412,7 @@ pub(crate) struct ListActionsParams {
 }
 
 /// Lists agent actions, newest first.
-#[utoipa::path(get, path = "/v1/actions", params(ListActionsParams),
+#[utoipa::path(get, path = "/v1/actions", 
     security(("bearer" = ["read"])),
     responses((status = 200, body = ActionPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_actions(
@@ -408,19 +422,16 @@ pub(crate) async fn list_actions(
 ) -> Result<Json<ActionPage>, ApiError> {
     authorize(&state, &headers, Scope::Read).await?;
     let p = query(params)?;
+    let rules = Checks::of("/v1/actions");
     let filter = ActionFilter {
-        call_id: match short("call_id", p.call_id.as_deref())? {
-            Some(id) => Some(checked_id(&id)?.to_owned()),
-            None => None,
-        },
-        action: short("action", p.action.as_deref())?,
-        status: short("status", p.status.as_deref())?,
-        since_ms: parse_time("since", p.since.as_deref())?,
-        until_ms: parse_time("until", p.until.as_deref())?,
+        call_id: rules.owned("call_id", p.call_id.as_deref())?,
+        action: rules.owned("action", p.action.as_deref())?,
+        status: rules.owned("status", p.status.as_deref())?,
+        since_ms: rules.time("since", p.since.as_deref())?,
+        until_ms: rules.time("until", p.until.as_deref())?,
     };
-    check_range(filter.since_ms, filter.until_ms)?;
-    let limit = parse_limit(p.limit.as_deref())?;
-    let cursor = parse_cursor(p.cursor.as_deref())?;
+    let limit = rules.limit(p.limit.as_deref())?;
+    let cursor = rules.cursor(p.cursor.as_deref())?;
     if cursor
         .as_ref()
         .is_some_and(|c| c.id.parse::<i64>().is_err())
@@ -440,8 +451,7 @@ pub(crate) async fn list_actions(
 }
 
 /// `GET /v1/analytics/kpis` parameters.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct KpiParams {
     /// Start (inclusive): RFC 3339 or epoch ms; default 30 days before `until`.
     since: Option<String>,
@@ -450,7 +460,7 @@ pub(crate) struct KpiParams {
 }
 
 /// Call KPIs over a time range, computed in SQL.
-#[utoipa::path(get, path = "/v1/analytics/kpis", params(KpiParams),
+#[utoipa::path(get, path = "/v1/analytics/kpis", 
     security(("bearer" = ["read"])),
     responses((status = 200, body = Kpis), (status = 400, body = ErrorBody)))]
 pub(crate) async fn get_kpis(
@@ -460,10 +470,13 @@ pub(crate) async fn get_kpis(
 ) -> Result<Json<Kpis>, ApiError> {
     authorize(&state, &headers, Scope::Read).await?;
     let p = query(params)?;
-    let until = parse_time("until", p.until.as_deref())?.unwrap_or_else(now_ms);
-    let since =
-        parse_time("since", p.since.as_deref())?.unwrap_or(until - KPI_DEFAULT_DAYS * 86_400_000);
-    check_range(Some(since), Some(until))?;
+    let rules = Checks::of("/v1/analytics/kpis");
+    let until = rules
+        .time("until", p.until.as_deref())?
+        .unwrap_or_else(now_ms);
+    let since = rules
+        .time("since", p.since.as_deref())?
+        .unwrap_or(until.saturating_sub(KPI_DEFAULT_DAYS * 86_400_000));
     Ok(Json(state.db.kpis(since, until).await?))
 }
 
@@ -476,11 +489,14 @@ pub(crate) struct NewKeyRequest {
     /// `read` (default), `write` or `admin`.
     #[serde(default)]
     scope: Option<String>,
-    /// When the key stops working: RFC 3339 or epoch milliseconds, in the future. Unset:
-    /// until revoked.
+    /// The key stops working this many days from now (1 to 3650); unset: until revoked.
+    /// (A number, so `30.0` is taken as JSON Schema's `integer` takes it.)
     #[serde(default)]
-    expires_at: Option<String>,
+    expires_in_days: Option<f64>,
 }
+
+/// Longest a key may be created for.
+pub(crate) const MAX_KEY_DAYS: u32 = 3650;
 
 /// A key just created: `key` is shown this once.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -514,22 +530,30 @@ pub(crate) async fn create_key(
             other.body_text().chars().take(200).collect::<String>()
         )),
     })?;
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+    if !name_admits(&req.name, MAX_NAME) {
         return Err(ApiError::bad_request(format!(
-            "`name` must be 1 to {MAX_NAME} printable characters."
+            "`name` must be 1 to {MAX_NAME} printable characters, not only spaces."
         )));
     }
-    let scope: Scope = req
-        .scope
-        .as_deref()
-        .unwrap_or("read")
-        .parse()
-        .map_err(ApiError::bad_request)?;
-    let expires_at = parse_time("expires_at", req.expires_at.as_deref())?;
-    if expires_at.is_some_and(|at| at <= now_ms()) {
-        return Err(ApiError::bad_request("`expires_at` must be in the future."));
-    }
+    let name = req.name.trim();
+    let scope: Scope = match req.scope.as_deref() {
+        None => Scope::Read,
+        Some(s) => s.parse().map_err(ApiError::bad_request)?,
+    };
+    let expires_at = match req.expires_in_days {
+        None => None,
+        Some(days) if days.fract() == 0.0 && (1.0..=f64::from(MAX_KEY_DAYS)).contains(&days) => {
+            // Whole and in range: the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let days = days as i64;
+            Some(now_ms() + days * 86_400_000)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "`expires_in_days` must be a whole number from 1 to {MAX_KEY_DAYS}."
+            )));
+        }
+    };
     let key = state
         .db
         .create_api_key_expiring(name, scope, expires_at)
@@ -640,23 +664,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_limits_and_cursors_are_checked() {
+    fn each_route_checks_its_parameters_by_its_own_rules() {
+        let calls = Checks::of("/v1/calls");
+        assert_eq!(calls.limit(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(calls.limit(Some("7")).unwrap(), 7);
+        assert!(calls.limit(Some("0")).is_err());
         assert_eq!(
-            parse_time("since", Some("1764064800000")).unwrap(),
+            calls.time("since", Some("2025-11-25T10:00:00Z")).unwrap(),
             Some(1_764_064_800_000)
         );
-        assert_eq!(
-            parse_time("since", Some("2025-11-25T10:00:00Z")).unwrap(),
-            Some(1_764_064_800_000)
+        assert!(calls.get("status", Some("not_configured")).is_err());
+        assert!(
+            calls.get("status", Some("")).is_err(),
+            "present means valid"
         );
-        for bad in ["yesterday", "2025-13-01", "-5", "1e9", "' OR 1=1 --"] {
-            assert!(parse_time("since", Some(bad)).is_err(), "{bad}");
-        }
-        assert_eq!(parse_limit(None).unwrap(), DEFAULT_LIMIT);
-        for bad in ["0", "201", "99999999999999999999", "-1", "ten"] {
-            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
-        }
-        assert!(parse_cursor(Some("garbage")).is_err());
+        assert!(calls.get("intent", Some("order_status")).is_ok());
+        assert!(calls.cursor(Some("garbage")).is_err());
+        assert_eq!(
+            calls
+                .phone("from", Some("098765 43210"))
+                .unwrap()
+                .as_deref(),
+            Some("+919876543210")
+        );
+        assert!(calls.get("nonesuch", Some("x")).is_err());
+        let actions = Checks::of("/v1/actions");
+        assert!(actions.get("status", Some("not_configured")).is_ok());
+        assert!(actions.get("cursor", Some("1.0195e0c4")).is_err());
+        assert!(actions.cursor(Some("1.42")).is_ok());
         assert!(checked_id("x' OR '1'='1").is_err());
     }
 }
