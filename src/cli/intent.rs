@@ -4,11 +4,14 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use caly::intent::{Classifier, INTENTS, Intent, cli};
+use caly::intent::{Classifier, INTENTS, Intent, TrainConfig, cli};
 
 /// Classify caller utterances.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct IntentArgs {
+    #[command(subcommand)]
+    command: Option<IntentCommand>,
     /// Utterances; none: read stdin, one per line.
     text: Vec<String>,
     /// A directory with lexicon.toml, numbers.toml and entities.toml (default: built in).
@@ -23,8 +26,154 @@ pub(crate) struct IntentArgs {
     fit: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum IntentCommand {
+    /// Train the weights on data/intent/train.jsonl and data/intent/corpus/*.jsonl (each file
+    /// a batch), fit the temperature on batches left out in turn, write model.bin, and score
+    /// data/intent/heldout/*.jsonl, which training never reads.
+    Train(TrainArgs),
+    /// Score labelled JSONL files: accuracy, per language, per intent, entities, calibration.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// The data directory (lexicon, corpus, held-out batches).
+    #[arg(long, default_value = "data/intent")]
+    data: PathBuf,
+    /// Where to write the weights (default: DATA/model.bin).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Shuffling seed.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    seed: u64,
+    /// Passes over the data.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Labelled JSONL files ({"text","lang","intent","entities"} per line).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// A data directory to load the classifier from (default: built in).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Score the cue rules alone, without the trained weights.
+    #[arg(long)]
+    rules_only: bool,
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<cli::Labelled>, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| cli::read_labelled(&t))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `.jsonl` files of a directory, sorted; none if it does not exist.
+fn jsonl_in(dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn train(args: &TrainArgs) -> Result<(), String> {
+    let rules = Classifier::from_dir(&args.data)?;
+    let mut files = vec![args.data.join("train.jsonl")];
+    files.extend(jsonl_in(&args.data.join("corpus"))?);
+    let batches = files
+        .iter()
+        .map(|f| {
+            Ok(cli::Batch {
+                name: f.display().to_string(),
+                rows: read_file(f)?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let cfg = TrainConfig {
+        seed: args.seed,
+        epochs: args.epochs,
+        ..TrainConfig::default()
+    };
+    let trained = cli::train(&rules, &batches, &cfg);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.data.join("model.bin"));
+    let bytes = trained.bytes();
+    std::fs::write(&out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "trained on {} utterances in {} batches; left-out-batch accuracy {:.4}; temperature {:.2}",
+        trained.n,
+        batches.len(),
+        trained.cross_accuracy,
+        trained.temperature
+    );
+    println!("wrote {} ({} bytes)", out.display(), bytes.len());
+    let held = jsonl_in(&args.data.join("heldout"))?;
+    if !held.is_empty() {
+        let classifier = rules.with_model(&bytes)?;
+        let mut rows = Vec::new();
+        for f in &held {
+            rows.extend(read_file(f)?);
+        }
+        println!("\nheld out ({} files, never trained on):", held.len());
+        print!("{}", cli::report(&classifier, &rows));
+    }
+    Ok(())
+}
+
+fn eval(args: &EvalArgs) -> Result<(), String> {
+    let classifier = match &args.data {
+        Some(dir) => std::sync::Arc::new(Classifier::from_dir(dir)?),
+        None => Classifier::builtin()?,
+    };
+    let classifier = if args.rules_only {
+        classifier.rules_only()
+    } else {
+        (*classifier).clone()
+    };
+    let mut rows = Vec::new();
+    for f in &args.files {
+        rows.extend(read_file(f)?);
+    }
+    let started = std::time::Instant::now();
+    let report = cli::report(&classifier, &rows);
+    let secs = started.elapsed().as_secs_f64();
+    print!("{report}");
+    println!(
+        "\nthroughput: {:.0} utterances/s on one thread",
+        rows.len() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
 /// Runs the sub-command.
 pub(crate) fn run(args: IntentArgs) -> ExitCode {
+    let done = match &args.command {
+        Some(IntentCommand::Train(t)) => Some(train(t)),
+        Some(IntentCommand::Eval(e)) => Some(eval(e)),
+        None => None,
+    };
+    if let Some(done) = done {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let classifier = match &args.data {
         Some(dir) => Classifier::from_dir(dir).map(std::sync::Arc::new),
         None => Classifier::builtin(),

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod entities;
 pub(crate) mod lexicon;
+pub(crate) mod model;
 pub(crate) mod normalize;
 pub(crate) mod numbers;
 
@@ -27,6 +28,8 @@ use entities::EntityRules;
 
 pub use crate::vocab::{Alternative, Entities, INTENTS, Intent};
 use lexicon::{Lexicon, WordPat};
+pub use model::TrainConfig;
+use model::{Features, Model};
 use normalize::{Token, TokenKind, tokenize};
 use numbers::NumberWords;
 
@@ -49,6 +52,8 @@ pub struct Classifier {
     lexicon: Lexicon,
     numbers: NumberWords,
     entities: EntityRules,
+    /// The learned half; `None`: the cue rules decide alone.
+    model: Option<Arc<Model>>,
 }
 
 /// The data files compiled into the binary.
@@ -57,9 +62,13 @@ pub const LEXICON: &str = include_str!("../../data/intent/lexicon.toml");
 pub const NUMBERS: &str = include_str!("../../data/intent/numbers.toml");
 /// Entity rules.
 pub const ENTITIES: &str = include_str!("../../data/intent/entities.toml");
+/// The trained weights (`caly intent train`).
+pub const MODEL: &[u8] = include_bytes!("../../data/intent/model.bin");
 
-static BUILTIN: LazyLock<Result<Arc<Classifier>, String>> =
-    LazyLock::new(|| Classifier::parse(LEXICON, NUMBERS, ENTITIES).map(Arc::new));
+static BUILTIN: LazyLock<Result<Arc<Classifier>, String>> = LazyLock::new(|| {
+    let c = Classifier::parse(LEXICON, NUMBERS, ENTITIES)?;
+    c.with_model(MODEL).map(Arc::new)
+});
 
 /// A cue found in an utterance.
 #[derive(Debug, Clone, Copy)]
@@ -96,20 +105,52 @@ impl Classifier {
             lexicon,
             numbers,
             entities,
+            model: None,
         })
     }
 
-    /// Loads `lexicon.toml`, `numbers.toml` and `entities.toml` from a directory.
+    /// The same rules with trained weights (`model.bin`'s bytes); empty bytes: rules alone.
+    pub fn with_model(mut self, bytes: &[u8]) -> Result<Classifier, String> {
+        self.model = if bytes.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                Model::from_bytes(bytes).map_err(|e| format!("model.bin: {e}"))?,
+            ))
+        };
+        Ok(self)
+    }
+
+    /// The rules alone, without the trained weights.
+    pub fn rules_only(&self) -> Classifier {
+        Classifier {
+            model: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether trained weights take part.
+    pub fn has_model(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// Loads `lexicon.toml`, `numbers.toml` and `entities.toml` from a directory, and
+    /// `model.bin` if it is there (without it the rules decide alone).
     pub fn from_dir(dir: &Path) -> Result<Classifier, String> {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name))
                 .map_err(|e| format!("{}: {e}", dir.join(name).display()))
         };
-        Classifier::parse(
+        let c = Classifier::parse(
             &read("lexicon.toml")?,
             &read("numbers.toml")?,
             &read("entities.toml")?,
-        )
+        )?;
+        match std::fs::read(dir.join("model.bin")) {
+            Ok(bytes) => c.with_model(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(c),
+            Err(e) => Err(format!("{}: {e}", dir.join("model.bin").display())),
+        }
     }
 
     /// The calibration in use: (temperature, unknown bias, min confidence).
@@ -139,7 +180,26 @@ impl Classifier {
         let scores = self.score_tokens(&tokens, false);
         let spans = numbers::find(&self.numbers, &tokens);
         let entities = self.entities.extract(&tokens, &spans);
-        self.decide(&scores.score, entities)
+        match &self.model {
+            None => self.decide(&scores.score, entities),
+            Some(model) => {
+                let mut x = Features::default();
+                let rules = self.probabilities(&scores.score);
+                model::features(&tokens, &spans, &rules, model.bits, &mut x);
+                ranked(&model.probabilities(&x), entities)
+            }
+        }
+    }
+
+    /// The model's inputs for one utterance, at `bits` hash bits (what training sees).
+    pub(crate) fn features(&self, text: &str, bits: u32) -> Features {
+        let tokens = self.tokens(text);
+        let scores = self.score_tokens(&tokens, false);
+        let spans = numbers::find(&self.numbers, &tokens);
+        let mut x = Features::default();
+        let rules = self.probabilities(&scores.score);
+        model::features(&tokens, &spans, &rules, bits, &mut x);
+        x
     }
 
     /// The raw scores of one utterance, with the cues that made them.
@@ -339,6 +399,28 @@ impl Classifier {
                 hits[k].dead = false;
             }
         }
+    }
+}
+
+/// The most probable intent, with the others from probability 0.05 as alternatives.
+fn ranked(p: &[f32; INTENTS.len()], entities: Entities) -> Prediction {
+    let mut order: Vec<usize> = (0..INTENTS.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let best = order[0];
+    let alternatives = order[1..]
+        .iter()
+        .filter(|&&i| p[i] >= 0.05)
+        .take(3)
+        .map(|&i| Alternative {
+            intent: INTENTS[i],
+            confidence: p[i],
+        })
+        .collect();
+    Prediction {
+        intent: INTENTS[best],
+        confidence: p[best],
+        entities,
+        alternatives,
     }
 }
 
