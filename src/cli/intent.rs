@@ -127,8 +127,12 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         for f in &held {
             rows.extend(read_file(f)?);
         }
-        println!("\nheld out ({} files, never trained on):", held.len());
-        print!("{}", cli::report(&classifier, &rows));
+        let _ = write!(
+            std::io::stdout().lock(),
+            "\nheld out ({} files, never trained on):\n{}",
+            held.len(),
+            cli::report(&classifier, &rows)
+        );
     }
     Ok(())
 }
@@ -150,9 +154,10 @@ fn eval(args: &EvalArgs) -> Result<(), String> {
     let started = std::time::Instant::now();
     let report = cli::report(&classifier, &rows);
     let secs = started.elapsed().as_secs_f64();
-    print!("{report}");
-    println!(
-        "\nthroughput: {:.0} utterances/s on one thread",
+    // A closed pipe (`| head`) ends the output, not the process with a panic.
+    let _ = write!(
+        std::io::stdout().lock(),
+        "{report}\nthroughput: {:.0} utterances/s on one thread\n",
         rows.len() as f64 / secs.max(1e-9)
     );
     Ok(())
