@@ -50,6 +50,9 @@ struct TrainArgs {
     /// Passes over the data.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
+    /// Leave the rules' probabilities out of the inputs (to compare on held-out batches).
+    #[arg(long)]
+    no_rules: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +106,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     let cfg = TrainConfig {
         seed: args.seed,
         epochs: args.epochs,
+        rules: !args.no_rules,
         ..TrainConfig::default()
     };
     let trained = cli::train(&rules, &batches, &cfg);

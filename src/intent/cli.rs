@@ -187,7 +187,13 @@ pub fn train(rules: &Classifier, batches: &[Batch], cfg: &TrainConfig) -> Traine
         .map(|b| {
             b.rows
                 .iter()
-                .map(|r| (rules.features(&r.text, cfg.bits), r.intent as usize))
+                .map(|r| {
+                    let mut x = rules.features(&r.text, cfg.bits);
+                    if !cfg.rules {
+                        x.dense = [0.0; model::DENSE];
+                    }
+                    (x, r.intent as usize)
+                })
                 .collect()
         })
         .collect();

@@ -311,6 +311,8 @@ pub struct TrainConfig {
     pub l2: f32,
     /// Shuffling seed.
     pub seed: u64,
+    /// Whether the rules' probabilities are inputs (off: the n-grams alone, for comparison).
+    pub rules: bool,
 }
 
 impl Default for TrainConfig {
@@ -321,6 +323,7 @@ impl Default for TrainConfig {
             rate: 0.5,
             l2: 1e-4,
             seed: 14,
+            rules: true,
         }
     }
 }
