@@ -27,7 +27,11 @@ struct Around {
     #[serde(default)]
     address_words: Vec<String>,
     #[serde(default)]
-    mentioned: Vec<String>,
+    named_after: Vec<String>,
+    #[serde(default)]
+    priced_by: Vec<String>,
+    #[serde(default)]
+    nouns: Vec<String>,
     #[serde(default)]
     min_digits: Option<usize>,
     #[serde(default)]
@@ -69,7 +73,12 @@ pub struct EntityRules {
     pincode: Context,
     order: Context,
     address_words: Vec<Phrase>,
-    order_words: Vec<Phrase>,
+    /// After a number said as a quantity, these still name it as the order.
+    named_order_after: Vec<Phrase>,
+    /// ka / wala: what ties a price to a thing.
+    priced_by: Vec<Phrase>,
+    /// The order itself, as the thing after ka / wala.
+    order_nouns: Vec<Phrase>,
     min_order_digits: usize,
     max_order_digits: usize,
 }
@@ -120,9 +129,21 @@ impl EntityRules {
                 .iter()
                 .map(|p| phrase(p, aliases))
                 .collect(),
-            order_words: f
+            named_order_after: f
                 .order_id
-                .mentioned
+                .named_after
+                .iter()
+                .map(|p| phrase(p, aliases))
+                .collect(),
+            priced_by: f
+                .amount
+                .priced_by
+                .iter()
+                .map(|p| phrase(p, aliases))
+                .collect(),
+            order_nouns: f
+                .order_id
+                .nouns
                 .iter()
                 .map(|p| phrase(p, aliases))
                 .collect(),
@@ -134,61 +155,133 @@ impl EntityRules {
     /// Judges every number span.
     pub fn extract(&self, tokens: &[Token], spans: &[Span]) -> Entities {
         let mut out = Entities::default();
-        let mentions = |list: &[Phrase]| {
-            (0..tokens.len()).any(|i| list.iter().any(|p| starts_at(tokens, i, p)))
-        };
-        let about_address = mentions(&self.address_words);
-        let about_order = mentions(&self.order_words);
+        let about_address =
+            (0..tokens.len()).any(|i| self.address_words.iter().any(|p| starts_at(tokens, i, p)));
+        let mut floor = 0;
         for span in spans {
-            let digits = span.digits.as_str();
-            if self.decoy.ends_right_before(tokens, span.start)
-                || self.decoy.starts_right_after(tokens, span.end)
-            {
-                continue;
+            let judged = match self.judge(tokens, span, floor, about_address) {
+                // "तीन शून्य आठ एक पंद्रह तारीख": the date takes the last group only.
+                Judged::Decoy => span.tail.map_or(Judged::Decoy, |(at, cut)| {
+                    let head = Span {
+                        end: at,
+                        digits: span.digits[..cut].to_string(),
+                        tail: None,
+                        ..span.clone()
+                    };
+                    self.judge(tokens, &head, floor, about_address)
+                }),
+                j => j,
+            };
+            match judged {
+                Judged::Amount(d) => set(&mut out.amount, &d),
+                Judged::Phone(d) => set(&mut out.phone, &d),
+                Judged::Pincode(d) => set(&mut out.pincode, &d),
+                Judged::Order(d) => set(&mut out.order_id, &d),
+                Judged::Decoy | Judged::Nothing => {}
             }
-            if self.amount.ends_right_before(tokens, span.start)
-                || self.amount.starts_right_after(tokens, span.end)
-                || (span.quantity && span.words)
-            {
-                set(&mut out.amount, digits);
-                continue;
-            }
-            let order_adjacent = self.order.ends_right_before(tokens, span.start);
-            if !order_adjacent
-                && self
-                    .amount
-                    .soft_after
-                    .iter()
-                    .any(|p| starts_at(tokens, span.end, p))
-            {
-                set(&mut out.amount, digits);
-                continue;
-            }
-            if let Some(phone) = phone_shape(digits) {
-                set(&mut out.phone, &phone);
-                continue;
-            }
-            let order_context = self.order.near_before(tokens, span.start, 4)
-                || self.order.starts_right_after(tokens, span.end);
-            let pin_context = self.pincode.near_before(tokens, span.start, 4)
-                || self.pincode.starts_right_after(tokens, span.end);
-            if digits.len() == 6
-                && !digits.starts_with('0')
-                && (pin_context || (about_address && !order_context))
-            {
-                set(&mut out.pincode, digits);
-                continue;
-            }
-            let n = digits.len();
-            if n >= self.min_order_digits && n <= self.max_order_digits && !span.quantity {
-                let phone_context = self.phone.near_before(tokens, span.start, 3);
-                if order_context || (about_order && n >= 4 && !phone_context) {
-                    set(&mut out.order_id, digits);
-                }
-            }
+            floor = span.end;
         }
         out
     }
+
+    /// What one number is. Context words before it count back to `floor` (the previous
+    /// number's end) at most: a cue belongs to the number nearest it.
+    fn judge(&self, tokens: &[Token], span: &Span, floor: usize, about_address: bool) -> Judged {
+        let digits = span.digits.clone();
+        let (start, end) = (span.start, span.end);
+        // Units, times and dates after a number are the strongest reading; rupees next.
+        if self.decoy.starts_right_after(tokens, end) {
+            return Judged::Decoy;
+        }
+        if self.amount.starts_right_after(tokens, end) {
+            return Judged::Amount(digits);
+        }
+        if self.decoy.ends_right_before(tokens, start) {
+            return Judged::Decoy;
+        }
+        let order_adjacent = self.order.ends_right_before(tokens, start);
+        if !order_adjacent && self.amount.near_before(tokens, start, 3, floor) {
+            return Judged::Amount(digits);
+        }
+        let pin_adjacent = self.pincode.ends_right_before(tokens, start);
+        if pin_adjacent && digits.len() == 6 {
+            return Judged::Pincode(digits);
+        }
+        if span.quantity && span.words {
+            // "बारह सौ" is a price, unless it is named as the order ("चौदह सौ पचपन वाला
+            // नंबर वाला ऑर्डर", "ऑर्डर तेईस सौ पचहत्तर"); "do hazaar wala order" is a price.
+            let named = order_adjacent
+                || self
+                    .named_order_after
+                    .iter()
+                    .any(|p| starts_at(tokens, end, p));
+            return if named && digits.len() >= self.min_order_digits {
+                Judged::Order(digits)
+            } else {
+                Judged::Amount(digits)
+            };
+        }
+        if !order_adjacent && !span.read_out {
+            let soft = self
+                .amount
+                .soft_after
+                .iter()
+                .any(|p| starts_at(tokens, end, p));
+            if soft || self.priced_thing_after(tokens, end) {
+                return Judged::Amount(digits);
+            }
+        }
+        if let Some(phone) = phone_shape(&digits) {
+            return Judged::Phone(phone);
+        }
+        let order_context = self.order.near_before(tokens, start, 4, floor)
+            || self.order.starts_right_after(tokens, end);
+        let pin_context = self.pincode.near_before(tokens, start, 4, floor)
+            || self.pincode.starts_right_after(tokens, end);
+        if digits.len() == 6
+            && !digits.starts_with('0')
+            && (pin_context || (about_address && !order_context))
+        {
+            return Judged::Pincode(digits);
+        }
+        let n = digits.len();
+        if n < self.min_order_digits || n > self.max_order_digits || span.quantity {
+            return Judged::Nothing;
+        }
+        // With nothing else to say what it is, a number of four digits or more is the order
+        // the caller is talking about: order ids are what callers read out on these calls.
+        let phone_context = self.phone.near_before(tokens, start, 4, floor);
+        if order_context || (n >= 4 && !phone_context) {
+            Judged::Order(digits)
+        } else {
+            Judged::Nothing
+        }
+    }
+
+    /// "549 ka charger", "1299 wala mixer", "2499 ka jo order": a number tied to a thing by
+    /// ka/wala is its price; tied to the order itself ("7001 wala order") it is the order.
+    fn priced_thing_after(&self, tokens: &[Token], at: usize) -> bool {
+        self.priced_by.iter().any(|p| {
+            starts_at(tokens, at, p)
+                && tokens.get(at + p.len()).is_some_and(|t| {
+                    t.kind == TokenKind::Word
+                        && !self
+                            .order_nouns
+                            .iter()
+                            .any(|n| starts_at(tokens, at + p.len(), n))
+                })
+        })
+    }
+}
+
+/// What a number is.
+enum Judged {
+    Decoy,
+    Nothing,
+    Amount(String),
+    Phone(String),
+    Pincode(String),
+    Order(String),
 }
 
 fn set(slot: &mut Option<String>, value: &str) {
@@ -235,11 +328,12 @@ impl Context {
         self.after.iter().any(|p| starts_at(tokens, at, p))
     }
 
-    /// A phrase ends within `window` words before `at` (no clause boundary in between).
-    fn near_before(&self, tokens: &[Token], at: usize, window: usize) -> bool {
+    /// A phrase ends within `window` words before `at`, after `floor` (no clause boundary in
+    /// between).
+    fn near_before(&self, tokens: &[Token], at: usize, window: usize, floor: usize) -> bool {
         let mut end = at;
         let mut seen = 0;
-        while end > 0 && seen < window {
+        while end > floor && seen < window {
             if tokens[end - 1].kind == TokenKind::Boundary && tokens[end - 1].roman != "." {
                 return false;
             }

@@ -144,6 +144,12 @@ pub struct Span {
     pub quantity: bool,
     /// Spoken as words (not written as digits).
     pub words: bool,
+    /// Read out digit by digit or in pairs ("ek do teen chaar", "बारह चौंतीस", "double
+    /// five"): how an identifier is spoken, never a price.
+    pub read_out: bool,
+    /// Where the last group of a read-out run starts: its token and its offset in `digits`
+    /// ("तीन शून्य आठ एक | पंद्रह तारीख": the date may take the last group alone).
+    pub tail: Option<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -216,6 +222,8 @@ fn digit_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<
             digits: joined,
             quantity: false,
             words: false,
+            read_out: false,
+            tail: None,
         });
         return i;
     }
@@ -239,6 +247,8 @@ fn digit_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<
             digits,
             quantity,
             words: false,
+            read_out: false,
+            tail: None,
         });
     }
     out.last().map_or(i, |s| s.end.max(i))
@@ -254,6 +264,8 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
     let mut readout = String::new();
     let mut used = 0usize; // number words in the run
     let mut weak_only = true;
+    let mut repeated = false;
+    let mut tail = (start, 0);
     let mut i = start;
     let close = |group: &mut Option<Group>, readout: &mut String, groups: &mut Vec<Group>| {
         if let Some(g) = group.take() {
@@ -268,6 +280,7 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
                 weak_only &= weak;
                 if let Some(r) = repeat.take() {
                     close(&mut group, &mut readout, &mut groups);
+                    tail = (i - 1, readout.len());
                     let d = value.to_string();
                     for _ in 0..r {
                         readout.push_str(&d);
@@ -276,6 +289,7 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
                 } else if let Some(p) = plus.take() {
                     // "paune do", "saade teen": waits for its multiplier.
                     close(&mut group, &mut readout, &mut groups);
+                    tail = (i - 1, readout.len());
                     group = Some(Group {
                         current: value as f64 + p,
                         ..Group::default()
@@ -286,6 +300,7 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
                     }
                 } else {
                     close(&mut group, &mut readout, &mut groups);
+                    tail = (i, readout.len());
                     group = Some(Group {
                         current: value as f64,
                         ..Group::default()
@@ -301,6 +316,7 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
                     break;
                 }
                 close(&mut group, &mut readout, &mut groups);
+                tail = (i, readout.len());
                 group = Some(Group {
                     current: value as f64,
                     ..Group::default()
@@ -357,6 +373,7 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
                     break;
                 }
                 repeat = Some(r);
+                repeated = true;
                 weak_only = false;
             }
             Word::Joiner => {
@@ -378,12 +395,16 @@ fn word_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<S
     if used == 0 || (weak_only && used == 1) || readout.is_empty() {
         return end;
     }
+    let quantity = groups.iter().any(|g| g.quantity);
+    let read_out = !quantity && (groups.len() > 1 || repeated);
     out.push(Span {
         start,
         end: start + used,
+        tail: (read_out && tail.0 > start && tail.1 > 0).then_some(tail),
         digits: readout,
-        quantity: groups.iter().any(|g| g.quantity),
+        quantity,
         words: true,
+        read_out,
     });
     end
 }

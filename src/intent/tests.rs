@@ -149,13 +149,61 @@ fn decoy_numbers_are_left_alone() {
     }
 }
 
+/// With nothing around it to say otherwise, a number of four digits or more is the order the
+/// caller is talking about ("cancel 8821", "can 2654 come next tuesday"); three digits are not
+/// enough without an order cue, and a cue belongs to the number nearest it.
 #[test]
-fn a_number_without_context_is_not_an_order_id() {
-    assert!(entities("mera naam rahul hai, 4455").order_id.is_none());
-    assert_eq!(
-        entities("my order is 4455").order_id.as_deref(),
-        Some("4455")
-    );
+fn a_bare_number_of_four_digits_is_the_order_and_cues_belong_to_the_nearest_number() {
+    for (text, id) in [
+        ("cancel 8821, i ordered the wrong colour", "8821"),
+        ("can you deliver 7016 on monday instead", "7016"),
+        ("can you track two zero eight seven for me", "2087"),
+        ("double four double three cancel karo", "4433"),
+        ("my order is 4455", "4455"),
+    ] {
+        assert_eq!(entities(text).order_id.as_deref(), Some(id), "{text}");
+    }
+    for text in [
+        "mera otp 4455 aaya hai",
+        "flat number 402 hai, 204 likh diya galti se",
+        "cancel 503 please",
+        "call me back on 4455",
+    ] {
+        assert!(
+            entities(text).order_id.is_none(),
+            "{text}: {:?}",
+            entities(text)
+        );
+    }
+}
+
+/// Rupees, "ka <thing>" and amount cues make a price; a number read out digit by digit never is;
+/// a quantity is a price unless it is named as the order by number.
+#[test]
+fn prices_are_told_from_order_ids_by_the_words_around_them() {
+    for (text, amount) in [
+        ("cancel the 799 rupees order", "799"),
+        ("549 ka charger kharab nikla", "549"),
+        ("1299 wala mixer nahi chahiye", "1299"),
+        ("correct, the amount was 1,249", "1249"),
+        ("do hazaar wala order cancel karna hai", "2000"),
+        ("this is about my 2,999 refund", "2999"),
+    ] {
+        let e = entities(text);
+        assert_eq!(e.amount.as_deref(), Some(amount), "{text}: {e:?}");
+        assert!(e.order_id.is_none(), "{text}: {e:?}");
+    }
+    for (text, id) in [
+        ("seven seven five six ka product damaged hai", "7756"),
+        ("7001 wala order track karna hai", "7001"),
+        ("चौदह सौ पचपन नंबर वाला ऑर्डर कहाँ है", "1455"),
+        ("ऑर्डर तेईस सौ पचहत्तर कहाँ है", "2375"),
+        ("ऑर्डर नंबर तीन शून्य आठ एक पंद्रह तारीख को आना था", "3081"),
+    ] {
+        let e = entities(text);
+        assert_eq!(e.order_id.as_deref(), Some(id), "{text}: {e:?}");
+        assert!(e.amount.is_none(), "{text}: {e:?}");
+    }
 }
 
 fn scores_on(file: &str) -> (f64, f64, f64, [f64; 4]) {
