@@ -2,6 +2,7 @@
 //! calibration on labelled data.
 
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -147,6 +148,45 @@ pub fn fit(classifier: &Classifier, data: &[Labelled]) -> Fit {
     }
 }
 
+/// A labelled JSONL file.
+pub fn read_file(path: &Path) -> Result<Vec<Labelled>, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| read_labelled(&t))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `.jsonl` files of a directory, sorted; none if it does not exist.
+pub fn jsonl_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// What `caly intent train` trains on: `DATA/train.jsonl` and `DATA/corpus/*.jsonl`, each
+/// file a batch, in name order. `DATA/heldout/` is never read here.
+pub fn training_batches(data: &Path) -> Result<Vec<Batch>, String> {
+    let mut files = vec![data.join("train.jsonl")];
+    files.extend(jsonl_in(&data.join("corpus"))?);
+    files
+        .iter()
+        .map(|f| {
+            Ok(Batch {
+                name: f.display().to_string(),
+                rows: read_file(f)?,
+            })
+        })
+        .collect()
+}
+
 /// One batch of training utterances (a file: batches are written apart, so a batch left out
 /// is a fair stand-in for speech nobody wrote).
 #[derive(Debug)]
@@ -166,6 +206,9 @@ pub struct Trained {
     pub cross_accuracy: f64,
     /// The temperature fitted on those out-of-batch scores.
     pub temperature: f32,
+    /// The affirm floor chosen on them, with the out-of-batch affirm precision and recall it
+    /// gives.
+    pub affirm: AffirmFloor,
     /// Utterances trained on.
     pub n: usize,
 }
@@ -223,12 +266,79 @@ pub fn train(rules: &Classifier, batches: &[Batch], cfg: &TrainConfig) -> Traine
     } else {
         model::fit_temperature(&held)
     };
+    let affirm = affirm_floor(&held, m.temperature);
+    m.min_affirm = affirm.floor;
     Trained {
+        affirm,
         temperature: m.temperature,
         model: m,
         cross_accuracy: right as f64 / held.len().max(1) as f64,
         n: all.len(),
     }
+}
+
+/// Out-of-batch affirm precision the floor must reach: a yes that is not one can confirm a
+/// cancellation, so affirm is the label that must be right when it is said.
+pub const AFFIRM_PRECISION: f64 = 0.98;
+
+/// The affirm floor, and what it gives on the batches left out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AffirmFloor {
+    /// Below this probability a top affirm gives way to the next label.
+    pub floor: f32,
+    /// Out-of-batch affirm precision at the floor.
+    pub precision: f64,
+    /// Out-of-batch affirm recall at the floor.
+    pub recall: f64,
+}
+
+/// The lowest floor (0 to 0.95 in steps of 0.05) at which affirm, on out-of-batch scores,
+/// reaches [`AFFIRM_PRECISION`]; if none does, the most precise.
+pub fn affirm_floor(held: &[([f32; CLASSES], usize)], temperature: f32) -> AffirmFloor {
+    let yes = Intent::Affirm as usize;
+    let probs: Vec<([f32; CLASSES], usize)> = held
+        .iter()
+        .map(|(z, y)| (model::softmax(z, temperature), *y))
+        .collect();
+    let gold = probs.iter().filter(|(_, y)| *y == yes).count();
+    let at = |floor: f32| {
+        let (mut said, mut right) = (0usize, 0usize);
+        for (p, y) in &probs {
+            let mut order: Vec<usize> = (0..CLASSES).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let best = if order[0] == yes && p[yes] < floor {
+                order[1]
+            } else {
+                order[0]
+            };
+            if best == yes {
+                said += 1;
+                right += usize::from(*y == yes);
+            }
+        }
+        AffirmFloor {
+            floor,
+            precision: if said == 0 {
+                1.0
+            } else {
+                right as f64 / said as f64
+            },
+            recall: right as f64 / gold.max(1) as f64,
+        }
+    };
+    let grid: Vec<AffirmFloor> = (0..=19).map(|k| at(k as f32 * 0.05)).collect();
+    grid.iter()
+        .find(|f| f.precision >= AFFIRM_PRECISION)
+        .or_else(|| {
+            grid.iter()
+                .max_by(|a, b| a.precision.total_cmp(&b.precision))
+        })
+        .copied()
+        .unwrap_or(AffirmFloor {
+            floor: 0.0,
+            precision: 1.0,
+            recall: 0.0,
+        })
 }
 
 /// Scores of one labelled set: what `../shared/intents/score_intents.py` prints, plus the

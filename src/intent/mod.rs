@@ -137,20 +137,26 @@ impl Classifier {
     /// Loads `lexicon.toml`, `numbers.toml` and `entities.toml` from a directory, and
     /// `model.bin` if it is there (without it the rules decide alone).
     pub fn from_dir(dir: &Path) -> Result<Classifier, String> {
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .map_err(|e| format!("{}: {e}", dir.join(name).display()))
-        };
-        let c = Classifier::parse(
-            &read("lexicon.toml")?,
-            &read("numbers.toml")?,
-            &read("entities.toml")?,
-        )?;
+        let c = Classifier::rules_from_dir(dir)?;
         match std::fs::read(dir.join("model.bin")) {
             Ok(bytes) => c.with_model(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(c),
             Err(e) => Err(format!("{}: {e}", dir.join("model.bin").display())),
         }
+    }
+
+    /// Loads the three rule files from a directory, without any weights (what training
+    /// starts from).
+    pub fn rules_from_dir(dir: &Path) -> Result<Classifier, String> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        };
+        Classifier::parse(
+            &read("lexicon.toml")?,
+            &read("numbers.toml")?,
+            &read("entities.toml")?,
+        )
     }
 
     /// The calibration in use: (temperature, unknown bias, min confidence).
@@ -177,16 +183,19 @@ impl Classifier {
     /// Classifies one utterance.
     pub fn classify(&self, text: &str) -> Prediction {
         let tokens = self.tokens(text);
-        let scores = self.score_tokens(&tokens, false);
         let spans = numbers::find(&self.numbers, &tokens);
         let entities = self.entities.extract(&tokens, &spans);
         match &self.model {
-            None => self.decide(&scores.score, entities),
+            None => self.decide(&self.score_tokens(&tokens, false).score, entities),
             Some(model) => {
                 let mut x = Features::default();
-                let rules = self.probabilities(&scores.score);
+                let rules = if model.uses_rules() {
+                    self.probabilities(&self.score_tokens(&tokens, false).score)
+                } else {
+                    [0.0; INTENTS.len()]
+                };
                 model::features(&tokens, &spans, &rules, model.bits, &mut x);
-                ranked(&model.probabilities(&x), entities)
+                ranked(&model.probabilities(&x), entities, model.min_affirm)
             }
         }
     }
@@ -402,10 +411,15 @@ impl Classifier {
     }
 }
 
-/// The most probable intent, with the others from probability 0.05 as alternatives.
-fn ranked(p: &[f32; INTENTS.len()], entities: Entities) -> Prediction {
+/// The most probable intent (a top `affirm` below `min_affirm` gives way to the next), with
+/// the others from probability 0.05 as alternatives.
+fn ranked(p: &[f32; INTENTS.len()], entities: Entities, min_affirm: f32) -> Prediction {
     let mut order: Vec<usize> = (0..INTENTS.len()).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    if INTENTS[order[0]] == Intent::Affirm && p[order[0]] < min_affirm {
+        // An unsure yes is not a yes: the next label answers, the yes stays an alternative.
+        order.swap(0, 1);
+    }
     let best = order[0];
     let alternatives = order[1..]
         .iter()

@@ -27,7 +27,7 @@ use super::numbers::Span;
 pub(crate) const CLASSES: usize = INTENTS.len();
 /// Dense inputs: the rules' probability per intent.
 pub(crate) const DENSE: usize = CLASSES;
-const MAGIC: &[u8; 8] = b"CALYINT1";
+const MAGIC: &[u8; 8] = b"CALYINT2";
 
 /// Sparse features of one utterance: (bucket, value), buckets unique.
 #[derive(Debug, Default, Clone)]
@@ -145,6 +145,9 @@ pub(crate) struct Model {
     pub(crate) bias: [f32; CLASSES],
     /// Softmax temperature, fitted on held-back batches.
     pub(crate) temperature: f32,
+    /// Below this probability a top `affirm` is not trusted and the next label answers
+    /// (a wrong yes can confirm a cancellation); chosen on held-back batches.
+    pub(crate) min_affirm: f32,
 }
 
 impl Model {
@@ -156,7 +159,13 @@ impl Model {
             dense: vec![0.0; DENSE * CLASSES],
             bias: [0.0; CLASSES],
             temperature: 1.0,
+            min_affirm: 0.0,
         }
+    }
+
+    /// Whether the rules' probabilities carry any weight (if not, they need not be computed).
+    pub(crate) fn uses_rules(&self) -> bool {
+        self.dense.iter().any(|w| *w != 0.0)
     }
 
     /// Raw scores (logits before the temperature).
@@ -184,13 +193,15 @@ impl Model {
         softmax(&self.logits(x), self.temperature)
     }
 
-    /// The file form: magic, bits, temperature, then every weight as f32, little-endian.
+    /// The file form: magic, bits, temperature, affirm floor, then every weight as f32,
+    /// little-endian.
     /// Weights of buckets no training utterance touched are zero and are run-length coded.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 << 20);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.bits.to_le_bytes());
         out.extend_from_slice(&self.temperature.to_le_bytes());
+        out.extend_from_slice(&self.min_affirm.to_le_bytes());
         for w in self.bias.iter().chain(&self.dense) {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -226,6 +237,10 @@ impl Model {
         m.temperature = r.f32()?;
         if !(m.temperature.is_finite() && m.temperature > 0.0) {
             return Err("temperature must be positive".into());
+        }
+        m.min_affirm = r.f32()?;
+        if !(0.0..=1.0).contains(&m.min_affirm) {
+            return Err("the affirm floor must be a probability".into());
         }
         for b in &mut m.bias {
             *b = r.f32()?;
@@ -311,7 +326,8 @@ pub struct TrainConfig {
     pub l2: f32,
     /// Shuffling seed.
     pub seed: u64,
-    /// Whether the rules' probabilities are inputs (off: the n-grams alone, for comparison).
+    /// Whether the rules' probabilities are inputs. Off by default: on the held-out batches
+    /// the n-grams alone score higher (94.7% against 90.7% with them, b03 + b08).
     pub rules: bool,
 }
 
@@ -323,7 +339,7 @@ impl Default for TrainConfig {
             rate: 0.5,
             l2: 1e-4,
             seed: 14,
-            rules: true,
+            rules: false,
         }
     }
 }

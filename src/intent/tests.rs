@@ -1,6 +1,6 @@
 //! Classifier tests: negation, primary intent, entities and decoys, and the labelled sets.
 
-use super::cli::{evaluate, read_labelled};
+use super::cli::{self, evaluate, read_labelled};
 use super::*;
 
 fn classify(text: &str) -> Prediction {
@@ -317,4 +317,21 @@ fn the_cli_answers_one_json_line_per_input_line_in_order() {
     );
     assert!(lines[0]["confidence"].as_f64().is_some());
     assert!(lines[0]["entities"].is_object() && lines[0]["alternatives"].is_array());
+}
+
+/// `caly intent train` with its defaults makes the shipped `model.bin`, byte for byte: the
+/// weights in the binary come from the data in the repository and nothing else.
+#[test]
+fn the_shipped_model_is_what_caly_intent_train_makes_from_the_repository() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/intent");
+    let rules = Classifier::rules_from_dir(&data).unwrap();
+    let batches = cli::training_batches(&data).unwrap();
+    assert!(batches.iter().all(|b| !b.name.contains("heldout")));
+    let trained = cli::train(&rules, &batches, &TrainConfig::default());
+    assert!(
+        trained.bytes() == MODEL,
+        "data/intent/model.bin is stale: run `cargo run --release -- intent train`"
+    );
+    // The floor it chose holds affirm to its precision on the batches left out.
+    assert!(trained.affirm.precision >= cli::AFFIRM_PRECISION);
 }
