@@ -50,10 +50,22 @@ struct TrainArgs {
     /// Passes over the data.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().rate)]
+    rate: f32,
+    /// L2 penalty per update.
+    #[arg(long, default_value_t = TrainConfig::default().l2)]
+    l2: f32,
+    /// log2 of the hash buckets.
+    #[arg(long, default_value_t = TrainConfig::default().bits, value_parser = clap::value_parser!(u32).range(8..=22))]
+    bits: u32,
     /// Add the rules' probabilities to the inputs (the shipped model does without: it scores
     /// higher on the held-out batches alone).
     #[arg(long)]
     with_rules: bool,
+    /// Leave the lexicon's cues out of the inputs (the n-grams alone, to compare).
+    #[arg(long)]
+    no_cues: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,8 +87,11 @@ fn train(args: &TrainArgs) -> Result<(), String> {
     let cfg = TrainConfig {
         seed: args.seed,
         epochs: args.epochs,
+        rate: args.rate,
+        l2: args.l2,
+        bits: args.bits,
         rules: args.with_rules,
-        ..TrainConfig::default()
+        cues: !args.no_cues,
     };
     let trained = cli::train(&rules, &batches, &cfg);
     let out = args
@@ -92,10 +107,19 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         trained.cross_accuracy,
         trained.temperature
     );
-    println!(
-        "affirm floor {:.2}: left-out-batch affirm precision {:.4}, recall {:.4}",
-        trained.affirm.floor, trained.affirm.precision, trained.affirm.recall
-    );
+    for f in &trained.affirm_grid {
+        println!(
+            "  affirm floor {:.2}: left-out-batch affirm precision {:.4}, recall {:.4}{}",
+            f.floor,
+            f.precision,
+            f.recall,
+            if *f == trained.affirm {
+                "  <- chosen"
+            } else {
+                ""
+            }
+        );
+    }
     println!("wrote {} ({} bytes)", out.display(), bytes.len());
     let held = cli::jsonl_in(&args.data.join("heldout"))?;
     if !held.is_empty() {

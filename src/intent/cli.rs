@@ -209,6 +209,8 @@ pub struct Trained {
     /// The affirm floor chosen on them, with the out-of-batch affirm precision and recall it
     /// gives.
     pub affirm: AffirmFloor,
+    /// What every floor of the grid gives on them.
+    pub affirm_grid: Vec<AffirmFloor>,
     /// Utterances trained on.
     pub n: usize,
 }
@@ -231,7 +233,7 @@ pub fn train(rules: &Classifier, batches: &[Batch], cfg: &TrainConfig) -> Traine
             b.rows
                 .iter()
                 .map(|r| {
-                    let mut x = rules.features(&r.text, cfg.bits);
+                    let mut x = rules.features(&r.text, cfg.bits, cfg.cues);
                     if !cfg.rules {
                         x.dense = [0.0; model::DENSE];
                     }
@@ -261,15 +263,18 @@ pub fn train(rules: &Classifier, batches: &[Batch], cfg: &TrainConfig) -> Traine
     }
     let all: Vec<(Features, usize)> = data.into_iter().flatten().collect();
     let mut m = model::train(&all, cfg);
+    m.cues = cfg.cues;
     m.temperature = if held.is_empty() {
         1.0
     } else {
         model::fit_temperature(&held)
     };
-    let affirm = affirm_floor(&held, m.temperature);
+    let affirm_grid = affirm_floors(&held, m.temperature);
+    let affirm = choose_affirm_floor(&affirm_grid);
     m.min_affirm = affirm.floor;
     Trained {
         affirm,
+        affirm_grid,
         temperature: m.temperature,
         model: m,
         cross_accuracy: right as f64 / held.len().max(1) as f64,
@@ -292,9 +297,9 @@ pub struct AffirmFloor {
     pub recall: f64,
 }
 
-/// The lowest floor (0 to 0.95 in steps of 0.05) at which affirm, on out-of-batch scores,
-/// reaches [`AFFIRM_PRECISION`]; if none does, the most precise.
-pub fn affirm_floor(held: &[([f32; CLASSES], usize)], temperature: f32) -> AffirmFloor {
+/// Affirm precision and recall on out-of-batch scores for every floor from 0 to 0.95 in steps
+/// of 0.05.
+pub fn affirm_floors(held: &[([f32; CLASSES], usize)], temperature: f32) -> Vec<AffirmFloor> {
     let yes = Intent::Affirm as usize;
     let probs: Vec<([f32; CLASSES], usize)> = held
         .iter()
@@ -326,7 +331,12 @@ pub fn affirm_floor(held: &[([f32; CLASSES], usize)], temperature: f32) -> Affir
             recall: right as f64 / gold.max(1) as f64,
         }
     };
-    let grid: Vec<AffirmFloor> = (0..=19).map(|k| at(k as f32 * 0.05)).collect();
+    (0..=19).map(|k| at(k as f32 * 0.05)).collect()
+}
+
+/// The lowest floor of `grid` that reaches [`AFFIRM_PRECISION`]; if none does, the most
+/// precise.
+pub fn choose_affirm_floor(grid: &[AffirmFloor]) -> AffirmFloor {
     grid.iter()
         .find(|f| f.precision >= AFFIRM_PRECISION)
         .or_else(|| {

@@ -194,20 +194,26 @@ impl Classifier {
                 } else {
                     [0.0; INTENTS.len()]
                 };
-                model::features(&tokens, &spans, &rules, model.bits, &mut x);
+                let cues = if model.cues {
+                    self.cues(&tokens)
+                } else {
+                    Vec::new()
+                };
+                model::features(&tokens, &spans, &rules, &cues, model.bits, &mut x);
                 ranked(&model.probabilities(&x), entities, model.min_affirm)
             }
         }
     }
 
     /// The model's inputs for one utterance, at `bits` hash bits (what training sees).
-    pub(crate) fn features(&self, text: &str, bits: u32) -> Features {
+    pub(crate) fn features(&self, text: &str, bits: u32, cues: bool) -> Features {
         let tokens = self.tokens(text);
         let scores = self.score_tokens(&tokens, false);
         let spans = numbers::find(&self.numbers, &tokens);
         let mut x = Features::default();
         let rules = self.probabilities(&scores.score);
-        model::features(&tokens, &spans, &rules, bits, &mut x);
+        let cues = if cues { self.cues(&tokens) } else { Vec::new() };
+        model::features(&tokens, &spans, &rules, &cues, bits, &mut x);
         x
     }
 
@@ -263,7 +269,8 @@ impl Classifier {
         }
     }
 
-    fn score_tokens(&self, tokens: &[Token], explain: bool) -> Scores {
+    /// The lexicon's cues found in an utterance, negated where a negation's scope covers them.
+    fn cue_hits(&self, tokens: &[Token]) -> Vec<Hit> {
         let lx = &self.lexicon;
         let mut hits: Vec<Hit> = Vec::with_capacity(8);
         let mut candidates = Vec::with_capacity(16);
@@ -298,6 +305,25 @@ impl Classifier {
             }
         }
         self.negate(tokens, &mut hits);
+        hits
+    }
+
+    /// The cues of an utterance as the model reads them: (intent, negated, phrase).
+    fn cues(&self, tokens: &[Token]) -> Vec<model::Cue> {
+        self.cue_hits(tokens)
+            .iter()
+            .filter(|h| !h.dead)
+            .map(|h| model::Cue {
+                intent: self.lexicon.phrases[h.phrase as usize].intent as u8,
+                negated: h.negated,
+                phrase: h.phrase,
+            })
+            .collect()
+    }
+
+    fn score_tokens(&self, tokens: &[Token], explain: bool) -> Scores {
+        let lx = &self.lexicon;
+        let hits = self.cue_hits(tokens);
         let mut out = Scores::default();
         let mut negated = 0.0;
         let mut generic: Vec<(Intent, f32)> = Vec::new();
