@@ -473,7 +473,7 @@ mod tests {
         let chosen = safe()
             .filter(|(_, _, accepted, _)| Some(*accepted) == most)
             .map(|(at, _, _, _)| *at)
-            .last();
+            .next_back();
         assert_eq!(
             chosen.map(|c| (c * 100.0).round() as i64),
             Some((MIN_AFFIRM_CONFIDENCE * 100.0).round() as i64),
