@@ -14,8 +14,8 @@ use crate::vocab::{AgentName, Intent};
 /// test `the_affirm_threshold_is_calibrated_on_the_test_sets`): no not-quite-yes gets through
 /// the gate at any threshold from 0.5 up; from 0.5 to 0.9 the gate accepts the same, most clear
 /// yeses; 0.9 is the highest of those, so the fewest not-quite-yes reach the word rules as an
-/// `affirm`. (The model's own affirm floor, 0.9, chosen by `caly intent train` on left-out
-/// batches, already turns a less sure yes into another label.)
+/// `affirm`. (The model's own affirm floor, chosen by `caly intent train` on left-out batches,
+/// already turns a less sure yes into another label.)
 pub const MIN_AFFIRM_CONFIDENCE: f32 = 0.9;
 /// Confidence of `deny` from which it drops the proposal (a missed no only asks again).
 pub const MIN_DENY_CONFIDENCE: f32 = 0.8;
