@@ -99,8 +99,11 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| args.data.join("model.bin"));
     let bytes = trained.bytes();
+    // A closed pipe (`| head`) ends the output, not the process with a panic.
+    let mut so = std::io::stdout().lock();
     std::fs::write(&out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
-    println!(
+    let _ = writeln!(
+        so,
         "trained on {} utterances in {} batches; left-out-batch accuracy {:.4}; temperature {:.2}",
         trained.n,
         batches.len(),
@@ -108,7 +111,8 @@ fn train(args: &TrainArgs) -> Result<(), String> {
         trained.temperature
     );
     for f in &trained.affirm_grid {
-        println!(
+        let _ = writeln!(
+            so,
             "  affirm floor {:.2}: left-out-batch affirm precision {:.4}, recall {:.4}{}",
             f.floor,
             f.precision,
@@ -120,7 +124,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             }
         );
     }
-    println!("wrote {} ({} bytes)", out.display(), bytes.len());
+    let _ = writeln!(so, "wrote {} ({} bytes)", out.display(), bytes.len());
     let held = cli::jsonl_in(&args.data.join("heldout"))?;
     if !held.is_empty() {
         let classifier = rules.with_model(&bytes)?;
@@ -129,7 +133,7 @@ fn train(args: &TrainArgs) -> Result<(), String> {
             rows.extend(cli::read_file(f)?);
         }
         let _ = write!(
-            std::io::stdout().lock(),
+            so,
             "\nheld out ({} files, never trained on):\n{}",
             held.len(),
             cli::report(&classifier, &rows)
