@@ -66,7 +66,8 @@ pub fn hinglish_script() -> Vec<ScriptTurn> {
         ),
         turn(
             "order number 1 0 0 1",
-            "Aapka order 1001 kal tak deliver ho jayega.",
+            // Said only if no tool answer comes: with one, the answer's own sentence is spoken.
+            "Ek minute, main aapka order dekh rahi hoon.",
             Some((
                 crate::vocab::AgentName::OrderStatus.name(),
                 json!({"order_number": "1001"}),
@@ -78,6 +79,46 @@ pub fn hinglish_script() -> Vec<ScriptTurn> {
             None,
         ),
     ]
+}
+
+/// What the simulator says for one tool answer: its `message` (an agent's outcome sentence),
+/// else its facts as words ("status shipped, eta kal"), else the text itself if it is not JSON.
+pub fn spoken_answer(output: &str) -> String {
+    let Ok(value) = serde_json::from_str::<Value>(output) else {
+        return output.chars().take(300).collect();
+    };
+    if let Some(message) = value["message"].as_str() {
+        return message.to_string();
+    }
+    let Some(fields) = value.as_object() else {
+        return words(&value);
+    };
+    let facts: Vec<String> = fields
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .take(8)
+        .map(|(k, v)| format!("{} {}", k.replace('_', " "), words(v)))
+        .collect();
+    if facts.is_empty() {
+        "The tool gave no answer.".to_string()
+    } else {
+        facts.join(", ")
+    }
+}
+
+/// A JSON value as plain words.
+fn words(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .take(4)
+            .map(words)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Object(o) => o.values().take(4).map(words).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
 }
 
 /// How the simulator behaves.
@@ -620,12 +661,16 @@ impl Conn {
             self.active = Some((response_id, item_id, queue));
             return true;
         }
-        let tool_answer = (!self.tool_outputs.is_empty()).then(|| self.tool_outputs.join("; "));
-        self.tool_outputs.clear();
-        let text = match tool_answer {
-            Some(output) => format!("{} ({output})", turn.bot),
-            None => turn.bot.clone(),
+        // After a tool call the simulator says what the tool said, as a model told to speak
+        // the store's facts would: the outcome's sentence, never the JSON, never the script's
+        // own line (which could claim what the store did not).
+        let text = if self.tool_outputs.is_empty() {
+            turn.bot.clone()
+        } else {
+            let said: Vec<String> = self.tool_outputs.iter().map(|o| spoken_answer(o)).collect();
+            said.join(" ")
         };
+        self.tool_outputs.clear();
         self.speak(queue, response_id, &text, turn.bot_ms);
         true
     }
@@ -714,5 +759,33 @@ impl Conn {
             self.active = None;
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_answer_is_spoken_as_its_sentence_or_its_facts_never_as_json() {
+        let outcome = r#"{"status":"not_configured","message":"The store is not connected yet, so I cannot look up orders.","details":{"x":1}}"#;
+        assert_eq!(
+            spoken_answer(outcome),
+            "The store is not connected yet, so I cannot look up orders."
+        );
+        let facts =
+            spoken_answer(r#"{"status":"shipped","eta":"kal","tracking":{"number":"BD1"}}"#);
+        assert_eq!(facts, "eta kal, status shipped, tracking BD1");
+        for answer in [
+            outcome,
+            r#"{"a":[1,2],"b":null}"#,
+            "[1, {\"x\": 2}]",
+            "{}",
+            "null",
+        ] {
+            let said = spoken_answer(answer);
+            assert!(!said.contains(['{', '}', '"']), "{answer} -> {said}");
+        }
+        assert_eq!(spoken_answer("plain words"), "plain words");
     }
 }

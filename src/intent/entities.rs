@@ -25,6 +25,8 @@ struct Around {
     #[serde(default)]
     soft_after: Vec<String>,
     #[serde(default)]
+    soft_before: Vec<String>,
+    #[serde(default)]
     address_words: Vec<String>,
     #[serde(default)]
     named_after: Vec<String>,
@@ -62,6 +64,7 @@ struct Context {
     before: Vec<Phrase>,
     after: Vec<Phrase>,
     soft_after: Vec<Phrase>,
+    soft_before: Vec<Phrase>,
 }
 
 /// The compiled entity rules.
@@ -116,6 +119,7 @@ impl EntityRules {
             before: a.before.iter().map(|p| phrase(p, aliases)).collect(),
             after: a.after.iter().map(|p| phrase(p, aliases)).collect(),
             soft_after: a.soft_after.iter().map(|p| phrase(p, aliases)).collect(),
+            soft_before: a.soft_before.iter().map(|p| phrase(p, aliases)).collect(),
         };
         Ok(EntityRules {
             decoy: ctx(&f.decoy),
@@ -201,6 +205,14 @@ impl EntityRules {
         }
         let order_adjacent = self.order.ends_right_before(tokens, start);
         if !order_adjacent && self.amount.near_before(tokens, start, 3, floor) {
+            return Judged::Amount(digits);
+        }
+        let threshold = self
+            .amount
+            .soft_before
+            .iter()
+            .any(|p| start >= p.len() && starts_at(tokens, start - p.len(), p));
+        if threshold && digits.len() >= 3 && !span.read_out {
             return Judged::Amount(digits);
         }
         let pin_adjacent = self.pincode.ends_right_before(tokens, start);

@@ -144,6 +144,8 @@ fn decoy_numbers_are_left_alone() {
         "मकान नंबर 42 है",
         "after 6 pm please",
         "delivery 20 tarikh ko karwa do",
+        "is there a discount if i order more than five",
+        "4 digit ka otp aaya hai",
     ] {
         assert!(entities(text).is_empty(), "{text}: {:?}", entities(text));
     }
@@ -168,6 +170,8 @@ fn a_bare_number_of_four_digits_is_the_order_and_cues_belong_to_the_nearest_numb
         "flat number 402 hai, 204 likh diya galti se",
         "cancel 503 please",
         "call me back on 4455",
+        "my otp is 4521",
+        "mere number ke last 4 digit 3210 hain",
     ] {
         assert!(
             entities(text).order_id.is_none(),
@@ -188,6 +192,8 @@ fn prices_are_told_from_order_ids_by_the_words_around_them() {
         ("correct, the amount was 1,249", "1249"),
         ("do hazaar wala order cancel karna hai", "2000"),
         ("this is about my 2,999 refund", "2999"),
+        ("500 se upar free delivery hai kya", "500"),
+        ("orders above 999 pe free delivery?", "999"),
     ] {
         let e = entities(text);
         assert_eq!(e.amount.as_deref(), Some(amount), "{text}: {e:?}");
