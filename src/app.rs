@@ -159,17 +159,34 @@ impl App {
         if services.get::<Arc<Actions>>().is_none() {
             services.insert::<Arc<Actions>>(Actions::new(Arc::new(db.clone())));
         }
+        let has_agents = graph.nodes().iter().any(|n| n.kind.name == "agent");
+        let mut demo_store = None;
+        if services.get::<Arc<Shopify>>().is_none() && has_agents && !args.no_demo_store {
+            let demo = crate::devtools::demo_store::DemoStore::start()
+                .await
+                .context("cannot start the demo store")?;
+            let shop = Shopify::new(demo.config())
+                .map_err(|e| anyhow::anyhow!("cannot reach the demo store: {e}"))?;
+            services.insert::<Arc<Shopify>>(shop);
+            tracing::warn!(
+                url = %demo.url(),
+                "SHOPIFY_STORE_DOMAIN / SHOPIFY_ACCESS_TOKEN are not set: agents act on the built-in DEMO STORE \
+                 (seeded orders #1001-#1006 in every state), not a real shop. --no-demo-store turns it off."
+            );
+            demo_store = Some(Arc::new(demo));
+        }
         let shop = services.get::<Arc<Shopify>>().cloned();
         let reconcile = services.get::<Arc<Actions>>().cloned().zip(shop.clone());
         let store = match &shop {
+            Some(_) if demo_store.is_some() => "demo",
             Some(shop) => {
                 tracing::info!(endpoint = %shop.endpoint(), "Store: Shopify.");
                 "shopify"
             }
             None => {
-                if graph.nodes().iter().any(|n| n.kind.name == "agent") {
+                if has_agents {
                     tracing::warn!(
-                        "SHOPIFY_STORE_DOMAIN / SHOPIFY_ACCESS_TOKEN are not set: agents will tell callers the store is not connected."
+                        "SHOPIFY_STORE_DOMAIN / SHOPIFY_ACCESS_TOKEN are not set and the demo store is off: agents will tell callers the store is not connected."
                     );
                 }
                 "unconfigured"
@@ -206,6 +223,7 @@ impl App {
                 realtime,
                 store,
                 simulator,
+                demo_store,
                 db,
                 recorder,
                 webhook_token: args.webhook_token.as_deref().map(Arc::from),

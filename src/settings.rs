@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// unset = keep.
     #[arg(long, env = "CALY_RETENTION_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub retention_days: Option<u64>,
+    /// Without Shopify settings, agents act on a built-in, clearly labelled demo store (seeded
+    /// orders in every state); with this flag they tell callers the store is not connected.
+    #[arg(long, env = "CALY_NO_DEMO_STORE")]
+    pub no_demo_store: bool,
 }
 
 impl ServeArgs {
@@ -83,6 +87,7 @@ impl ServeArgs {
             http_request_timeout_secs: 30,
             max_connections: 4096,
             retention_days: None,
+            no_demo_store: false,
         }
     }
 

@@ -182,7 +182,6 @@ struct Shared {
     faults: Mutex<Faults>,
     log: Mutex<Vec<Logged>>,
     connections: AtomicUsize,
-    turn: AtomicUsize,
 }
 
 /// A running simulator; dropping it stops it and every connection.
@@ -211,7 +210,6 @@ impl Simulator {
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
-            turn: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Simulator { addr, shared, task })
@@ -288,6 +286,9 @@ struct Conn {
     tool_outputs: Vec<String>,
     /// `parallel_tool_calls` as the session set it.
     parallel_tools: bool,
+    /// The script's next turn: each session (each call) walks the script from its start, so
+    /// concurrent calls each hold a whole conversation.
+    turn: usize,
 }
 
 fn error_event(code: &str, message: &str) -> Value {
@@ -360,6 +361,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, id: usize) {
         awaiting_tool: None,
         tool_outputs: Vec::new(),
         parallel_tools: false,
+        turn: 0,
     };
     let cap = shared.config.session_cap;
     let expires = tokio::time::Instant::now() + cap.unwrap_or(Duration::from_secs(365 * 24 * 3600));
@@ -488,10 +490,14 @@ impl Conn {
                 self.hear(ws, &bytes).await
             }
             ClientEvent::ConversationItemCreate { item } => {
-                if let Item::FunctionCallOutput { output, .. } = &item
-                    && self.tool_outputs.len() < 16
-                {
-                    self.tool_outputs.push(output.clone());
+                match &item {
+                    Item::FunctionCallOutput { output, .. } if self.tool_outputs.len() < 16 => {
+                        self.tool_outputs.push(output.clone());
+                    }
+                    // A reply the client gives back (a reconnected session's context): the
+                    // script goes on after what the model is told it already said.
+                    Item::Message { role, .. } if role == "assistant" => self.turn += 1,
+                    _ => {}
                 }
                 true
             }
@@ -573,10 +579,9 @@ impl Conn {
     async fn turn_ended(&mut self, ws: &mut Ws) -> bool {
         let item = format!("item_user_{}_{}", self.id, self.user_items);
         let end = self.heard_ms.saturating_sub(u64::from(self.quiet_ms));
-        let turn = self.shared.turn.load(Ordering::SeqCst);
         let script = &self.shared.config.script;
         let user = script
-            .get(turn % script.len().max(1))
+            .get(self.turn % script.len().max(1))
             .map(|t| t.user.clone())
             .unwrap_or_default();
         for event in [
@@ -629,7 +634,8 @@ impl Conn {
         let (turn, made) = match self.awaiting_tool.take() {
             Some(awaiting) => awaiting,
             None => {
-                let n = self.shared.turn.fetch_add(1, Ordering::SeqCst);
+                let n = self.turn;
+                self.turn += 1;
                 let Some(turn) = script.get(n % script.len().max(1)).cloned() else {
                     return true;
                 };

@@ -929,6 +929,7 @@ async fn one_call(
     let mut speaking_backchannel = false;
     let mut backchannel_until: Option<Instant> = None;
     let chunk_time = Duration::from_secs_f64(chunk as f64 / f64::from(rate));
+    let mut ended_by_server = false;
     loop {
         let next_mark = marks.front().map(|(at, _)| *at);
         tokio::select! {
@@ -936,7 +937,12 @@ async fn one_call(
             msg = client.recv() => {
                 let now = Instant::now();
                 match msg {
-                    None | Some(ServerMessage::Close(_)) => break,
+                    None | Some(ServerMessage::Close(_)) => {
+                        // The server ended the call (a goodbye, a hand-off, a limit): as on a
+                        // phone, the caller has nothing left to send.
+                        ended_by_server = true;
+                        break;
+                    }
                     Some(ServerMessage::Media(pcm)) => {
                         let dur = Duration::from_secs_f64(pcm.len() as f64 / f64::from(rate));
                         let tone = classify(&pcm, rate);
@@ -1019,7 +1025,13 @@ async fn one_call(
                     let ahead = (end - in_loop) as f64 / f64::from(rate);
                     pending_end = Some(now + Duration::from_secs_f64(ahead));
                 }
-                client.media(&piece).await?;
+                if let Err(e) = client.media(&piece).await {
+                    if closed_by_peer(&e) {
+                        ended_by_server = true;
+                        break;
+                    }
+                    return Err(e);
+                }
                 if std::mem::take(&mut jumped) {
                     if truth.is_empty() {
                         barge_sent = Some(now);
@@ -1046,9 +1058,23 @@ async fn one_call(
             }
         }
     }
-    client.stop().await?;
+    if !ended_by_server {
+        client.stop().await?;
+    }
     client.close().await;
     Ok(r)
+}
+
+/// Whether a send failed because the server had already closed the socket.
+fn closed_by_peer(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Ws(
+            tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing)
+        )
+    )
 }
 
 #[derive(Debug, Clone, Copy)]

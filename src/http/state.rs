@@ -31,10 +31,13 @@ pub struct AppState {
     pub stream_auth: Option<Arc<str>>,
     /// Which Realtime backend calls use: `openai`, `simulator`, or `unused`.
     pub realtime: &'static str,
-    /// Whether agents reach a store: `shopify` or `unconfigured`.
+    /// Which store agents act on: `shopify`, `demo` (the built-in demo store), or
+    /// `unconfigured`.
     pub store: &'static str,
     /// The offline Realtime simulator, when there is no API key.
     pub simulator: Option<Arc<Simulator>>,
+    /// The built-in demo store, when there are no Shopify settings.
+    pub demo_store: Option<Arc<crate::devtools::demo_store::DemoStore>>,
     /// Call records.
     pub db: Store,
     /// The write-behind queue calls record into.

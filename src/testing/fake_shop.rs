@@ -1,22 +1,23 @@
 //! A fake Shopify GraphQL Admin API on 127.0.0.1, for tests and benches only (we cannot call a
-//! real store from here). Real HTTP, the operations of [`super::ops`] with the shapes of
-//! PROTOCOLS.md §4.6, a cost bucket reported in `extensions.cost` like Shopify's, seeded
-//! orders, and faults on demand: `THROTTLED` bodies, 429 with `Retry-After`, 500s, slow
+//! real store from here): the demo store's catalogue ([`crate::devtools::demo_store`]: the
+//! operations with PROTOCOLS.md §4.6's shapes, the cost bucket, the seeded orders) behind real
+//! HTTP, with faults on demand: `THROTTLED` bodies, 429 with `Retry-After`, 500s, slow
 //! answers. It records every operation so tests can count side effects (a cancel that happened
 //! twice would show here). Never used by production code paths.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::devtools::demo_store::{Catalogue, authorised, operation_name, unauthorized};
 
 /// Faults to inject; counts are consumed one per request.
 #[derive(Debug, Clone, Default)]
@@ -54,19 +55,9 @@ pub struct Received {
     pub status: u16,
 }
 
-struct Store {
-    orders: Vec<Value>,
-    /// phone (E.164) → customer id, name
-    customers: HashMap<String, (String, String)>,
-    jobs: HashMap<String, u32>,
-    next_id: u64,
-    bucket: f64,
-    bucket_at: Instant,
-}
-
 struct Shared {
     token: String,
-    store: Mutex<Store>,
+    store: Mutex<Catalogue>,
     faults: Mutex<FakeFaults>,
     log: Mutex<Vec<Received>>,
     /// Requests whose handler was dropped before answering (the client gave up).
@@ -88,100 +79,17 @@ impl Drop for FakeShopify {
     }
 }
 
-const MAX_POINTS: f64 = 1000.0;
-const RESTORE: f64 = 50.0;
-
-/// The seeded orders: the phone +919876543210 belongs to Asha Rao, who placed all of them.
-/// - `#1001` unfulfilled, paid (₹1,299): can be cancelled or re-addressed;
-/// - `#1002` shipped, in transit with BlueDart, due 2026-11-28;
-/// - `#1003` delivered on 2026-11-20: can be returned;
-/// - `#1004` cancelled and refunded;
-/// - `#1005` delivered, partly refunded.
-pub fn seed_orders() -> Vec<Value> {
-    let address = json!({"firstName": "Asha", "lastName": "Rao", "address1": "12 MG Road",
-        "address2": "Near SBI Bank", "city": "Bengaluru", "province": "Karnataka",
-        "provinceCode": "KA", "zip": "560001", "country": "India", "countryCodeV2": "IN",
-        "phone": "+919876543210"});
-    let order = |n: u64, fin: &str, ful: &str, total: &str, fulfillments: Value| {
-        json!({
-            "id": format!("gid://shopify/Order/{}", 5_000 + n),
-            "name": format!("#{n}"),
-            "createdAt": "2026-11-18T10:00:00Z",
-            "cancelledAt": null,
-            "displayFinancialStatus": fin,
-            "displayFulfillmentStatus": ful,
-            "note": null,
-            "totalPriceSet": {"shopMoney": {"amount": total, "currencyCode": "INR"}},
-            "totalRefundedSet": {"shopMoney": {"amount": "0.00", "currencyCode": "INR"}},
-            "shippingAddress": address,
-            "lineItems": {"nodes": [{"id": format!("gid://shopify/LineItem/{}", 7_000 + n), "title": "Cotton Kurta", "quantity": 1}]},
-            "fulfillments": fulfillments,
-        })
-    };
-    let shipped = |n: u64, status: &str, delivered: Value| {
-        json!([{
-            "status": "SUCCESS", "displayStatus": status,
-            "estimatedDeliveryAt": "2026-11-28T18:00:00Z", "deliveredAt": delivered,
-            "trackingInfo": [{"company": "BlueDart", "number": format!("BD{n}XYZ"), "url": format!("https://track.example/BD{n}")}],
-            "fulfillmentLineItems": {"nodes": [{"id": format!("gid://shopify/FulfillmentLineItem/{}", 9_000 + n), "quantity": 1}]},
-        }])
-    };
-    let mut cancelled = order(1004, "REFUNDED", "UNFULFILLED", "799.00", json!([]));
-    cancelled["cancelledAt"] = json!("2026-11-19T09:00:00Z");
-    cancelled["totalRefundedSet"] =
-        json!({"shopMoney": {"amount": "799.00", "currencyCode": "INR"}});
-    let mut partial = order(
-        1005,
-        "PARTIALLY_REFUNDED",
-        "FULFILLED",
-        "2499.00",
-        shipped(1005, "DELIVERED", json!("2026-11-21T12:00:00Z")),
-    );
-    partial["totalRefundedSet"] = json!({"shopMoney": {"amount": "500.00", "currencyCode": "INR"}});
-    vec![
-        order(1001, "PAID", "UNFULFILLED", "1299.00", json!([])),
-        order(
-            1002,
-            "PAID",
-            "FULFILLED",
-            "499.00",
-            shipped(1002, "IN_TRANSIT", Value::Null),
-        ),
-        order(
-            1003,
-            "PAID",
-            "FULFILLED",
-            "1599.00",
-            shipped(1003, "DELIVERED", json!("2026-11-20T15:00:00Z")),
-        ),
-        cancelled,
-        partial,
-    ]
-}
+/// The seeded orders (the demo store's).
+pub use crate::devtools::demo_store::seed_orders;
 
 impl FakeShopify {
     /// Starts the fake with the seeded orders, accepting `token`.
     pub async fn start(token: &str) -> std::io::Result<FakeShopify> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let mut customers = HashMap::new();
-        customers.insert(
-            "+919876543210".to_string(),
-            (
-                "gid://shopify/Customer/42".to_string(),
-                "Asha Rao".to_string(),
-            ),
-        );
         let shared = Arc::new(Shared {
             token: token.to_string(),
-            store: Mutex::new(Store {
-                orders: seed_orders(),
-                customers,
-                jobs: HashMap::new(),
-                next_id: 1,
-                bucket: MAX_POINTS,
-                bucket_at: Instant::now(),
-            }),
+            store: Mutex::new(Catalogue::seeded()),
             faults: Mutex::new(FakeFaults {
                 retry_after_secs: 0.2,
                 ..FakeFaults::default()
@@ -238,11 +146,7 @@ impl FakeShopify {
 
     /// The order named `name` as the store holds it now.
     pub fn order(&self, name: &str) -> Option<Value> {
-        lock(&self.shared.store)
-            .orders
-            .iter()
-            .find(|o| o["name"] == name)
-            .cloned()
+        lock(&self.shared.store).order(name)
     }
 }
 
@@ -262,19 +166,6 @@ impl Drop for Pending<'_> {
             self.shared.abandoned.fetch_add(1, Ordering::SeqCst);
         }
     }
-}
-
-/// The operation name: the identifier after `query` / `mutation`.
-fn operation_name(query: &str) -> Option<&str> {
-    let rest = query
-        .trim_start()
-        .strip_prefix("query")
-        .or_else(|| query.trim_start().strip_prefix("mutation"))?;
-    let rest = rest.trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    (end > 0).then(|| &rest[..end])
 }
 
 async fn graphql(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
@@ -345,15 +236,8 @@ fn answer(
     operation: &str,
     vars: &Value,
 ) -> (StatusCode, Response) {
-    let token = headers
-        .get("X-Shopify-Access-Token")
-        .and_then(|v| v.to_str().ok());
-    if token != Some(shared.token.as_str()) {
-        let body = json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"});
-        return (
-            StatusCode::UNAUTHORIZED,
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response(),
-        );
+    if !authorised(headers, &shared.token) {
+        return (StatusCode::UNAUTHORIZED, unauthorized());
     }
     if faults.down || faults.status_500_next > 0 {
         return (
@@ -372,186 +256,6 @@ fn answer(
         }
         return (StatusCode::TOO_MANY_REQUESTS, r);
     }
-    let mut store = lock(&shared.store);
-    let elapsed = store.bucket_at.elapsed().as_secs_f64();
-    store.bucket = (store.bucket + elapsed * RESTORE).min(MAX_POINTS);
-    store.bucket_at = Instant::now();
-    let cost = 10.0;
-    let throttle = |available: f64, actual: Option<f64>| {
-        json!({"cost": {"requestedQueryCost": cost, "actualQueryCost": actual,
-            "throttleStatus": {"maximumAvailable": MAX_POINTS, "currentlyAvailable": available, "restoreRate": RESTORE}}})
-    };
-    if faults.throttle_next > 0 || store.bucket < cost {
-        let body = json!({
-            "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-            "extensions": throttle(store.bucket.min(cost - 1.0).max(0.0), None),
-        });
-        return (StatusCode::OK, axum::Json(body).into_response());
-    }
-    store.bucket -= cost;
-    let data = run(&mut store, operation, vars);
-    let body = match data {
-        Ok(data) => json!({"data": data, "extensions": throttle(store.bucket, Some(cost))}),
-        Err(message) => {
-            json!({"errors": [{"message": message}], "extensions": throttle(store.bucket, Some(cost))})
-        }
-    };
+    let body = lock(&shared.store).answer(operation, vars, faults.throttle_next > 0);
     (StatusCode::OK, axum::Json(body).into_response())
-}
-
-fn find<'a>(store: &'a mut Store, id: &str) -> Option<&'a mut Value> {
-    store.orders.iter_mut().find(|o| o["id"] == id)
-}
-
-fn run(store: &mut Store, operation: &str, vars: &Value) -> Result<Value, String> {
-    match operation {
-        "OrderByName" => {
-            let q = vars["q"].as_str().unwrap_or_default();
-            let name = q.strip_prefix("name:").unwrap_or(q);
-            // Shopify's name search matches "#1001" and "1001" alike.
-            let wanted = format!("#{}", name.trim_start_matches('#'));
-            let nodes: Vec<Value> = store
-                .orders
-                .iter()
-                .filter(|o| o["name"] == wanted.as_str())
-                .cloned()
-                .collect();
-            Ok(json!({"orders": {"nodes": nodes}}))
-        }
-        "CustomerByPhone" => {
-            let phone = vars["p"].as_str().unwrap_or_default();
-            let Some((id, name)) = store.customers.get(phone).cloned() else {
-                return Ok(json!({"customerByIdentifier": null}));
-            };
-            let mut orders: Vec<Value> = store
-                .orders
-                .iter()
-                .filter(|o| o["shippingAddress"]["phone"] == phone)
-                .map(|o| json!({"id": o["id"], "name": o["name"], "displayFulfillmentStatus": o["displayFulfillmentStatus"]}))
-                .collect();
-            orders.reverse();
-            orders.truncate(5);
-            Ok(
-                json!({"customerByIdentifier": {"id": id, "displayName": name, "orders": {"nodes": orders}}}),
-            )
-        }
-        "OrderCancel" => {
-            let id = vars["orderId"].as_str().unwrap_or_default().to_string();
-            let job = format!("gid://shopify/Job/{}", store.next_id);
-            store.next_id += 1;
-            let Some(order) = find(store, &id) else {
-                return Ok(
-                    json!({"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": ["orderId"], "message": "Order does not exist", "code": "NOT_FOUND"}]}}),
-                );
-            };
-            if !order["cancelledAt"].is_null() {
-                return Ok(
-                    json!({"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": ["orderId"], "message": "Order has already been cancelled", "code": "ORDER_ALREADY_CANCELLED"}]}}),
-                );
-            }
-            if order["displayFulfillmentStatus"] != "UNFULFILLED" {
-                return Ok(
-                    json!({"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": ["orderId"], "message": "Cannot cancel a fulfilled order", "code": "INVALID"}]}}),
-                );
-            }
-            order["cancelledAt"] = json!("2026-11-25T10:00:00Z");
-            order["displayFinancialStatus"] = json!("REFUNDED");
-            order["totalRefundedSet"] = order["totalPriceSet"].clone();
-            store.jobs.insert(job.clone(), 0);
-            Ok(
-                json!({"orderCancel": {"job": {"id": job, "done": false}, "orderCancelUserErrors": []}}),
-            )
-        }
-        "JobStatus" => {
-            let id = vars["id"].as_str().unwrap_or_default();
-            match store.jobs.get_mut(id) {
-                Some(polls) => {
-                    *polls += 1;
-                    Ok(json!({"job": {"id": id, "done": *polls >= 1}}))
-                }
-                None => Ok(json!({"job": null})),
-            }
-        }
-        "ReturnRequest" => {
-            let input = &vars["input"];
-            let id = input["orderId"].as_str().unwrap_or_default().to_string();
-            let items = input["returnLineItems"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let rid = format!("gid://shopify/Return/{}", store.next_id);
-            store.next_id += 1;
-            let Some(order) = find(store, &id) else {
-                return Ok(
-                    json!({"returnRequest": {"return": null, "userErrors": [{"field": ["orderId"], "message": "Order does not exist"}]}}),
-                );
-            };
-            if order["displayFulfillmentStatus"] != "FULFILLED" || items.is_empty() {
-                return Ok(
-                    json!({"returnRequest": {"return": null, "userErrors": [{"field": ["returnLineItems"], "message": "Nothing returnable"}]}}),
-                );
-            }
-            order["returnStatus"] = json!("RETURN_REQUESTED");
-            Ok(
-                json!({"returnRequest": {"return": {"id": rid, "status": "REQUESTED"}, "userErrors": []}}),
-            )
-        }
-        "OrderUpdate" => {
-            let input = &vars["input"];
-            let id = input["id"].as_str().unwrap_or_default().to_string();
-            let Some(order) = find(store, &id) else {
-                return Ok(
-                    json!({"orderUpdate": {"order": null, "userErrors": [{"field": ["id"], "message": "Order does not exist"}]}}),
-                );
-            };
-            if let Some(address) = input.get("shippingAddress") {
-                if order["displayFulfillmentStatus"] != "UNFULFILLED" {
-                    return Ok(
-                        json!({"orderUpdate": {"order": null, "userErrors": [{"field": ["shippingAddress"], "message": "Shipping address cannot be changed after fulfillment"}]}}),
-                    );
-                }
-                for key in ["address1", "city", "zip", "countryCode"] {
-                    if address
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                    {
-                        return Ok(
-                            json!({"orderUpdate": {"order": null, "userErrors": [{"field": ["shippingAddress", key], "message": format!("{key} is required")}]}}),
-                        );
-                    }
-                }
-                let mut merged = address.clone();
-                if let Some(c) = merged.get("countryCode").cloned() {
-                    merged["countryCodeV2"] = c;
-                }
-                order["shippingAddress"] = merged;
-            }
-            if let Some(note) = input.get("note") {
-                order["note"] = note.clone();
-            }
-            Ok(
-                json!({"orderUpdate": {"order": {"id": order["id"], "note": order["note"], "shippingAddress": order["shippingAddress"]}, "userErrors": []}}),
-            )
-        }
-        other => Err(format!("Field '{other}' doesn't exist on type 'QueryRoot'")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operation_names_are_read_from_the_query_text() {
-        assert_eq!(
-            operation_name("query OrderByName($q: String!) { x }"),
-            Some("OrderByName")
-        );
-        assert_eq!(
-            operation_name("  mutation OrderCancel($a: ID!) {}"),
-            Some("OrderCancel")
-        );
-        assert_eq!(operation_name("{ shop { name } }"), None);
-    }
 }

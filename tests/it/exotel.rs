@@ -543,3 +543,124 @@ async fn speech_over_a_reply_clears_it_and_backchannels_over_it_do_not() {
         "every clear was for a sentence: {report:?}"
     );
 }
+
+/// The newcomer's first run: `caly serve` with no keys (the Realtime simulator and the demo
+/// store, both announced on `/readyz`), then `caly simulate`. The calls look up a real demo
+/// order and the records read as a conversation: the bot says what the store said, never the
+/// tool's JSON, and never promises what the store did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomers_simulated_calls_look_up_a_demo_order_and_the_bot_speaks_no_json() {
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let app = spawn_app(&pipeline, |_| {}).await;
+    if app.state.realtime != "simulator" || app.state.store != "demo" {
+        eprintln!("skipped: OPENAI_API_KEY or Shopify settings are set");
+        return;
+    }
+    let (_, body) = caly::devtools::simulate::http_get(&app.addr.to_string(), "/readyz")
+        .await
+        .unwrap();
+    assert!(body.contains("\"store\":\"demo\""), "{body}");
+    let options = caly::devtools::simulate::SimulateOptions {
+        url: app.url("sample-rate=8000"),
+        calls: 2,
+        audio: None,
+        duration: Duration::from_secs(20),
+        chunk_ms: 100,
+        stagger: Duration::ZERO,
+        barge_in: false,
+        truth: None,
+        probes: false,
+        server_pid: None,
+        auth: None,
+    };
+    let report = caly::devtools::simulate::run(options).await.unwrap();
+    assert_eq!(report.completed, 2, "{report:?}");
+    for sid in ["CAsim000000", "CAsim000001"] {
+        let detail = within(Duration::from_secs(10), "the call's records", async {
+            loop {
+                if let Some(d) = app.state.db.call_detail(sid).await.unwrap()
+                    && d.actions.iter().any(|a| a.status == "done")
+                    && d.transcript
+                        .iter()
+                        .any(|s| s.speaker == "bot" && s.text.contains("1001"))
+                {
+                    return d;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let bot: Vec<&str> = detail
+            .transcript
+            .iter()
+            .filter(|s| s.speaker == "bot")
+            .map(|s| s.text.as_str())
+            .collect();
+        for line in &bot {
+            assert!(
+                !line.contains(['{', '}']) && !line.contains("\"status\""),
+                "raw JSON in the bot's words: {line}"
+            );
+        }
+        let action = detail
+            .actions
+            .iter()
+            .find(|a| a.action == "order_status")
+            .unwrap_or_else(|| panic!("{detail:?}"));
+        assert_eq!(action.status, "done", "{detail:?}");
+        assert!(
+            bot.iter().all(|l| !l.contains("kal tak deliver")),
+            "a promise the store did not make: {bot:?}"
+        );
+    }
+}
+
+/// `--no-demo-store`: without Shopify settings the agents answer that the store is not
+/// connected, and the bot says exactly that (the agent's sentence, not its JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_demo_store_the_bot_says_the_store_is_not_connected() {
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let app = spawn_app(&pipeline, |a| a.no_demo_store = true).await;
+    if app.state.realtime != "simulator" || app.state.store != "unconfigured" {
+        eprintln!("skipped: OPENAI_API_KEY or Shopify settings are set");
+        return;
+    }
+    assert!(app.state.demo_store.is_none());
+    let options = caly::devtools::simulate::SimulateOptions {
+        url: app.url("sample-rate=8000"),
+        calls: 1,
+        audio: None,
+        duration: Duration::from_secs(12),
+        chunk_ms: 100,
+        stagger: Duration::ZERO,
+        barge_in: false,
+        truth: None,
+        probes: false,
+        server_pid: None,
+        auth: None,
+    };
+    let report = caly::devtools::simulate::run(options).await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let detail = within(Duration::from_secs(10), "the call's records", async {
+        loop {
+            if let Some(d) = app.state.db.call_detail("CAsim000000").await.unwrap()
+                && let Some(a) = d.actions.first()
+                && d.transcript
+                    .iter()
+                    .any(|s| s.speaker == "bot" && s.text == a.detail)
+            {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(detail.actions[0].status, "not_configured", "{detail:?}");
+    for s in detail.transcript.iter().filter(|s| s.speaker == "bot") {
+        assert!(
+            !s.text.contains(['{', '}']),
+            "raw JSON in the bot's words: {}",
+            s.text
+        );
+    }
+}

@@ -38,10 +38,11 @@ async fn health_and_readiness_answer_and_shutdown_is_graceful() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "ready");
     assert_eq!(json["pipeline"]["name"], "support_hinglish");
+    // Without Shopify settings the default pipeline's agents act on the labelled demo store.
     let store = if std::env::var("SHOPIFY_ACCESS_TOKEN").is_ok_and(|t| !t.is_empty()) {
         "shopify"
     } else {
-        "unconfigured"
+        "demo"
     };
     assert_eq!(json["store"], store);
     let (status, _) = get(addr, "/nope").await;
