@@ -161,7 +161,11 @@ impl App {
         }
         let has_agents = graph.nodes().iter().any(|n| n.kind.name == "agent");
         let mut demo_store = None;
-        if services.get::<Arc<Shopify>>().is_none() && has_agents && !args.no_demo_store {
+        // Only offline (the simulator plays the model): a real caller must never hear about
+        // orders that do not exist.
+        let offline = simulator.is_some();
+        if services.get::<Arc<Shopify>>().is_none() && has_agents && offline && !args.no_demo_store
+        {
             let demo = crate::devtools::demo_store::DemoStore::start()
                 .await
                 .context("cannot start the demo store")?;
@@ -186,7 +190,8 @@ impl App {
             None => {
                 if has_agents {
                     tracing::warn!(
-                        "SHOPIFY_STORE_DOMAIN / SHOPIFY_ACCESS_TOKEN are not set and the demo store is off: agents will tell callers the store is not connected."
+                        "SHOPIFY_STORE_DOMAIN / SHOPIFY_ACCESS_TOKEN are not set: agents will tell callers the store is not connected \
+                         (the demo store runs only with the Realtime simulator, and not with --no-demo-store)."
                     );
                 }
                 "unconfigured"

@@ -62,8 +62,10 @@ pub struct ServeArgs {
     /// unset = keep.
     #[arg(long, env = "CALY_RETENTION_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub retention_days: Option<u64>,
-    /// Without Shopify settings, agents act on a built-in, clearly labelled demo store (seeded
-    /// orders in every state); with this flag they tell callers the store is not connected.
+    /// Without Shopify settings, and with the Realtime simulator (no `OPENAI_API_KEY`), agents
+    /// act on a built-in, clearly labelled demo store (seeded orders in every state); with this
+    /// flag they tell callers the store is not connected. A real model never gets the demo
+    /// store: real callers must not hear about orders that do not exist.
     #[arg(long, env = "CALY_NO_DEMO_STORE")]
     pub no_demo_store: bool,
 }

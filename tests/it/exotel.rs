@@ -664,3 +664,20 @@ async fn without_the_demo_store_the_bot_says_the_store_is_not_connected() {
         );
     }
 }
+
+/// With a real model (an API key) and no Shopify settings there is no demo store: real
+/// callers must never hear about orders that do not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_model_without_a_store_gets_no_demo_store() {
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let services =
+        caly::engine::stage::Services::new().with(caly::stages::realtime::RealtimeEndpoint {
+            url: "ws://127.0.0.1:9/v1/realtime".into(),
+            api_key: Some("sk-not-used".into()),
+            simulator: false,
+        });
+    let app = crate::helpers::spawn_app_with(&pipeline, |_| {}, services).await;
+    assert_eq!(app.state.realtime, "openai");
+    assert_eq!(app.state.store, "unconfigured");
+    assert!(app.state.demo_store.is_none());
+}
