@@ -131,6 +131,15 @@ fn call_records(i: u64, calls: u64, segments: i64, now: i64, rng: &mut Rng) -> V
         barge_ins: rng.below(3) as i64,
         v2v_p50_ms: Some(v2v[2] as i64),
         v2v_max_ms: Some(v2v[4] as i64),
+        usage: caly::engine::frame::TokenUse {
+            text_in: 2_000,
+            text_in_cached: 1_500,
+            audio_in: 1_800,
+            audio_in_cached: 0,
+            text_out: 300,
+            audio_out: 2_400,
+        },
+        cost_usd: 0.2,
     });
     out
 }

@@ -89,6 +89,12 @@ impl App {
             url = %crate::store::redact_url(&args.database_url),
             "Call records database ready."
         );
+        let prices = match &args.prices {
+            Some(path) => crate::call::cost::Prices::from_file(path)
+                .map_err(|e| anyhow::anyhow!("the price table: {e}"))?,
+            None => crate::call::cost::Prices::builtin(),
+        };
+        tracing::info!(as_of = %prices.as_of, currency = %prices.currency, "Model price table loaded.");
         let mut metrics = Metrics::new();
         let (key_use, key_uses) = KeyUse::new();
         let (recorder, writer) = RecorderTask::start(
@@ -214,6 +220,7 @@ impl App {
             reports: None,
             recorder: Some(recorder.clone()),
             hand_offs: Arc::default(),
+            prices: Arc::new(prices),
         };
         Ok(App {
             listener,

@@ -74,6 +74,11 @@ pub struct Metrics {
     pub playback_underruns: Counter,
     /// Agent runs ended, by agent and result.
     pub agent_runs: AgentRuns,
+    /// Model tokens used, by kind (`text_in`, `text_in_cached`, `audio_in`, `audio_in_cached`,
+    /// `text_out`, `audio_out`).
+    pub model_tokens: Family<Label, Counter>,
+    /// What those tokens cost, in dollars at the price table's rates.
+    pub model_cost_usd: Counter<f64, AtomicU64>,
     /// Per turn: first bot audio from the model → first chunk written to Exotel (Caly's share).
     pub turn_engine_seconds: Histogram,
     /// Per turn: caller stopped → first bot audio from the model (the model's share).
@@ -340,6 +345,18 @@ impl Metrics {
             "Bot chunks sent after the caller's playback ran dry mid-reply",
             playback_underruns.clone(),
         );
+        let model_tokens = Family::<Label, Counter>::default();
+        registry.register(
+            "model_tokens",
+            "Realtime model tokens used, by kind (cached input counted in its kind too)",
+            model_tokens.clone(),
+        );
+        let model_cost_usd = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "model_cost_usd",
+            "What the model's tokens cost, in US dollars at the price table's rates",
+            model_cost_usd.clone(),
+        );
         let agent_runs = AgentRuns::default();
         registry.register(
             "agent_runs",
@@ -455,6 +472,24 @@ impl Metrics {
             audio_dropped_seconds,
             playback_underruns,
             agent_runs,
+            model_tokens,
+            model_cost_usd,
+        }
+    }
+
+    /// Counts a response's tokens by kind.
+    pub fn count_tokens(&self, usage: &crate::engine::frame::TokenUse) {
+        for (kind, n) in [
+            ("text_in", usage.text_in),
+            ("text_in_cached", usage.text_in_cached),
+            ("audio_in", usage.audio_in),
+            ("audio_in_cached", usage.audio_in_cached),
+            ("text_out", usage.text_out),
+            ("audio_out", usage.audio_out),
+        ] {
+            if n > 0 {
+                self.model_tokens.get_or_create(&[("kind", kind)]).inc_by(n);
+            }
         }
     }
 

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// store: real callers must not hear about orders that do not exist.
     #[arg(long, env = "CALY_NO_DEMO_STORE")]
     pub no_demo_store: bool,
+    /// The model price table (TOML, `data/prices.toml`'s format) calls are costed with;
+    /// unset: the built-in list prices.
+    #[arg(long, env = "CALY_PRICES")]
+    pub prices: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -90,6 +94,7 @@ impl ServeArgs {
             max_connections: 4096,
             retention_days: None,
             no_demo_store: false,
+            prices: None,
         }
     }
 

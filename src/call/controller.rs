@@ -74,6 +74,8 @@ pub struct CallConfig {
     pub recorder: Option<Recorder>,
     /// Calls handed to a person, for the provider's flow to ask about (Exotel's Passthru).
     pub hand_offs: Arc<HandOffs>,
+    /// What the model's tokens cost.
+    pub prices: Arc<crate::call::cost::Prices>,
 }
 
 /// The call once the stream has started.
@@ -519,7 +521,10 @@ impl State<'_> {
                     h.reply_seen = true;
                 }
             }
-            SignalKind::Event(Event::ResponseDone { .. }) => self.response_active = false,
+            SignalKind::Event(Event::ResponseDone { model, usage, .. }) => {
+                self.response_active = false;
+                self.count_usage(&model, &usage);
+            }
             SignalKind::Event(Event::IntentDetected {
                 intent: crate::vocab::Intent::Goodbye,
                 accepted: true,
@@ -557,6 +562,23 @@ impl State<'_> {
 
     /// The call is to end as `end` once the bot's audio has played (and, with `wait_reply`,
     /// once the reply still to come has been said). The first such request wins.
+    /// Adds a response's tokens to the call, priced by the table, and to the server's counters.
+    fn count_usage(&mut self, model: &str, usage: &crate::engine::frame::TokenUse) {
+        if usage.is_empty() {
+            return;
+        }
+        self.report.usage.add(usage);
+        let m = &self.config.metrics;
+        m.count_tokens(usage);
+        match self.config.prices.cost(model, usage) {
+            Some(cost) => {
+                self.report.cost_usd += cost;
+                m.model_cost_usd.inc_by(cost);
+            }
+            None => crate::call::cost::warn_unpriced(model),
+        }
+    }
+
     fn hang_up(&mut self, end: CallEnd, reason: String, wait_reply: bool, by: &str) {
         if self.hangup.is_some() {
             return;

@@ -11,10 +11,12 @@
 //! - [`ledger`]: per-turn latency (sans-IO);
 //! - [`record`]: the call's record, off the telemetry bus into the store's recorder;
 //! - [`report`]: why a call ended and what happened in it;
+//! - [`cost`]: what a call's model use costs, from a per-model price table;
 //! - [`graphs`]: the compiled pipeline per sample rate.
 
 pub(crate) mod controller;
 pub(crate) mod conversation;
+pub mod cost;
 pub(crate) mod graphs;
 pub(crate) mod handoffs;
 pub(crate) mod ledger;

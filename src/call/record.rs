@@ -135,6 +135,8 @@ impl CallLog {
             barge_ins: report.barge_ins.len() as i64,
             v2v_p50_ms: v2v.get(v2v.len() / 2).map(|v| v.round() as i64),
             v2v_max_ms: v2v.last().map(|v| v.round() as i64),
+            usage: report.usage,
+            cost_usd: report.cost_usd,
         });
     }
 }

@@ -118,6 +118,11 @@ pub struct CallReport {
     pub playback_underruns: u64,
     /// How long the session lasted.
     pub duration: Duration,
+    /// The model's tokens over the call, by kind.
+    pub usage: crate::engine::frame::TokenUse,
+    /// What they cost, in dollars at the price table's rates (responses of a model the table
+    /// does not know count their tokens only).
+    pub cost_usd: f64,
 }
 
 impl CallReport {
@@ -144,6 +149,8 @@ impl CallReport {
             audio_dropped: Duration::ZERO,
             playback_underruns: 0,
             duration: Duration::ZERO,
+            usage: crate::engine::frame::TokenUse::default(),
+            cost_usd: 0.0,
         }
     }
 }

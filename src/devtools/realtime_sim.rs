@@ -182,6 +182,8 @@ struct Shared {
     faults: Mutex<Faults>,
     log: Mutex<Vec<Logged>>,
     connections: AtomicUsize,
+    /// The `usage` of every `response.done` sent (at most [`LOG_CAPACITY`]).
+    usage: Mutex<Vec<Value>>,
 }
 
 /// A running simulator; dropping it stops it and every connection.
@@ -210,6 +212,7 @@ impl Simulator {
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            usage: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Simulator { addr, shared, task })
@@ -225,6 +228,15 @@ impl Simulator {
         if let Ok(mut f) = self.shared.faults.lock() {
             change(&mut f);
         }
+    }
+
+    /// The `usage` of every `response.done` sent so far, in order.
+    pub fn usage_sent(&self) -> Vec<Value> {
+        self.shared
+            .usage
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
     }
 
     /// Every client event received so far.
@@ -271,6 +283,8 @@ struct Conn {
     silence_ms: u32,
     /// Caller audio heard, ms.
     heard_ms: u64,
+    /// Of it, what a response's usage has counted.
+    billed_ms: u64,
     speaking: Option<u64>,
     voiced_ms: u32,
     quiet_ms: u32,
@@ -351,6 +365,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, id: usize) {
         create_response: true,
         silence_ms: 500,
         heard_ms: 0,
+        billed_ms: 0,
         speaking: None,
         voiced_ms: 0,
         quiet_ms: 0,
@@ -662,7 +677,12 @@ impl Conn {
                 queue.push_back(json!({"type": "response.function_call_arguments.done", "response_id": response_id, "item_id": item_id, "output_index": k, "call_id": call_id, "name": name, "arguments": arguments.to_string()}));
                 queue.push_back(json!({"type": "response.output_item.done", "response_id": response_id, "output_index": k, "item": {"id": item_id, "type": "function_call"}}));
             }
-            queue.push_back(json!({"type": "response.done", "response": {"id": response_id, "status": "completed", "usage": {"total_tokens": 40, "input_tokens": 30, "output_tokens": 10}}}));
+            let arguments: usize = calls[made..made + take]
+                .iter()
+                .map(|(_, a)| a.to_string().len())
+                .sum();
+            let usage = self.usage(arguments / 4 + 8, 0);
+            queue.push_back(json!({"type": "response.done", "response": {"id": response_id, "status": "completed", "usage": usage}}));
             self.awaiting_tool = Some((turn, made + take));
             self.active = Some((response_id, item_id, queue));
             return true;
@@ -704,6 +724,35 @@ impl Conn {
         true
     }
 
+    /// A response's `usage`, in Realtime's shape, made up the way the API counts: the caller
+    /// audio heard since the last response (1 token per 100 ms), the session's instructions and
+    /// history as text (cached after the first response), the reply's transcript as text
+    /// (`text_out`, 4 characters a token) and its audio (1 token per 50 ms). Recorded for
+    /// [`Simulator::usage_sent`].
+    fn usage(&mut self, text_out: usize, audio_out_ms: u64) -> Value {
+        let audio_in = self.heard_ms.saturating_sub(self.billed_ms) / 100;
+        self.billed_ms = self.heard_ms;
+        let text_in = 400 + 40 * self.responses as u64;
+        let text_cached = if self.responses > 1 { 384 } else { 0 };
+        let text_out = text_out as u64;
+        let audio_out = audio_out_ms / 50;
+        let usage = json!({
+            "total_tokens": text_in + audio_in + text_out + audio_out,
+            "input_tokens": text_in + audio_in,
+            "output_tokens": text_out + audio_out,
+            "input_token_details": {"text_tokens": text_in, "audio_tokens": audio_in, "image_tokens": 0,
+                "cached_tokens": text_cached,
+                "cached_tokens_details": {"text_tokens": text_cached, "audio_tokens": 0, "image_tokens": 0}},
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+        });
+        if let Ok(mut sent) = self.shared.usage.lock()
+            && sent.len() < LOG_CAPACITY
+        {
+            sent.push(usage.clone());
+        }
+        usage
+    }
+
     /// Queues a spoken reply: audio deltas of synthetic voice with the transcript spread over
     /// them, then the done events.
     fn speak(&mut self, mut queue: VecDeque<Value>, response_id: String, text: &str, bot_ms: u32) {
@@ -734,7 +783,8 @@ impl Conn {
         queue.push_back(json!({"type": "response.output_audio.done", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}));
         queue.push_back(json!({"type": "response.output_audio_transcript.done", "response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0, "transcript": text}));
         queue.push_back(json!({"type": "response.output_item.done", "response_id": response_id, "output_index": 0, "item": {"id": item_id, "type": "message", "role": "assistant", "status": "completed"}}));
-        queue.push_back(json!({"type": "response.done", "response": {"id": response_id, "status": "completed", "usage": {"total_tokens": 120, "input_tokens": 80, "output_tokens": 40}}}));
+        let usage = self.usage(text.len() / 4 + 1, u64::from(bot_ms));
+        queue.push_back(json!({"type": "response.done", "response": {"id": response_id, "status": "completed", "usage": usage}}));
         self.items.insert(item_id.clone(), 0);
         self.active = Some((response_id, item_id, queue));
     }

@@ -6,6 +6,7 @@
 //! [`OwnedFrame`]s. The end of a stream is not a frame value: a ring reports it as the end of
 //! its items and the runner calls [`crate::engine::stage::Stage::finish`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -121,8 +122,10 @@ pub enum Event {
         id: String,
         /// How it ended.
         status: String,
-        /// Output tokens it used.
-        output_tokens: u64,
+        /// The model that made it (what its tokens are priced at).
+        model: Arc<str>,
+        /// The tokens it used, as the model reported them.
+        usage: TokenUse,
     },
     /// The model reported an error (recoverable ones included).
     ModelError {
@@ -199,6 +202,43 @@ impl Event {
                 | Event::IntentDetected { is_final: true, .. }
                 | Event::ToolCall { .. }
         )
+    }
+}
+
+/// Tokens a model response used, by kind, as Realtime reports them in `response.done`
+/// (`cached_*` are the part of the input served from the prompt cache, priced lower).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct TokenUse {
+    /// Text input tokens, cached ones included.
+    pub text_in: u64,
+    /// Of those, cached.
+    pub text_in_cached: u64,
+    /// Audio input tokens, cached ones included.
+    pub audio_in: u64,
+    /// Of those, cached.
+    pub audio_in_cached: u64,
+    /// Text output tokens.
+    pub text_out: u64,
+    /// Audio output tokens.
+    pub audio_out: u64,
+}
+
+impl TokenUse {
+    /// Adds another response's tokens (saturating).
+    pub fn add(&mut self, other: &TokenUse) {
+        self.text_in = self.text_in.saturating_add(other.text_in);
+        self.text_in_cached = self.text_in_cached.saturating_add(other.text_in_cached);
+        self.audio_in = self.audio_in.saturating_add(other.audio_in);
+        self.audio_in_cached = self.audio_in_cached.saturating_add(other.audio_in_cached);
+        self.text_out = self.text_out.saturating_add(other.text_out);
+        self.audio_out = self.audio_out.saturating_add(other.audio_out);
+    }
+
+    /// Whether nothing was used.
+    pub fn is_empty(&self) -> bool {
+        *self == TokenUse::default()
     }
 }
 

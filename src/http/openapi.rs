@@ -34,6 +34,7 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
         IntentRow,
         ActionRow,
         Kpis,
+        crate::engine::frame::TokenUse,
         rest::CallPage,
         rest::ActionPage,
         rest::Transcript,

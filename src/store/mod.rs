@@ -137,7 +137,7 @@ impl Store {
 
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let sources: [(i64, &str, &'static str); 3] = match self.backend {
+        let sources: [(i64, &str, &'static str); 4] = match self.backend {
             Backend::Sqlite => [
                 (
                     1,
@@ -153,6 +153,11 @@ impl Store {
                     3,
                     "erasure_and_keys",
                     include_str!("../../migrations/sqlite/0003_erasure_and_keys.sql"),
+                ),
+                (
+                    4,
+                    "model_usage",
+                    include_str!("../../migrations/sqlite/0004_model_usage.sql"),
                 ),
             ],
             Backend::Postgres => [
@@ -170,6 +175,11 @@ impl Store {
                     3,
                     "erasure_and_keys",
                     include_str!("../../migrations/postgres/0003_erasure_and_keys.sql"),
+                ),
+                (
+                    4,
+                    "model_usage",
+                    include_str!("../../migrations/postgres/0004_model_usage.sql"),
                 ),
             ],
         };

@@ -119,6 +119,10 @@ pub struct CallSummary {
     /// RFC 3339: when the call's personal data was erased (its transcript, number, entities
     /// and the words in its actions are gone; counts and timings stay).
     pub erased_at: Option<String>,
+    /// The Realtime model's tokens over the call, by kind.
+    pub usage: crate::engine::frame::TokenUse,
+    /// What they cost, in US dollars at the rates of the price table the server ran with.
+    pub cost_usd: f64,
     #[serde(skip)]
     #[schema(ignore)]
     started_ms: i64,
@@ -126,7 +130,9 @@ pub struct CallSummary {
 
 const CALL_COLUMNS: &str = "id, call_sid, stream_sid, from_number, to_number, direction, status, \
      pipeline, started_at, ended_at, duration_ms, conversation_s, recording_url, end_reason, \
-     custom_field, turns, barge_ins, v2v_p50_ms, v2v_max_ms, erased_at";
+     custom_field, turns, barge_ins, v2v_p50_ms, v2v_max_ms, erased_at, text_in_tokens, \
+     text_in_cached_tokens, audio_in_tokens, audio_in_cached_tokens, text_out_tokens, \
+     audio_out_tokens, cost_usd";
 
 fn call_from_row(row: &AnyRow) -> Result<CallSummary, sqlx::Error> {
     let started_ms: i64 = row.try_get("started_at")?;
@@ -151,8 +157,22 @@ fn call_from_row(row: &AnyRow) -> Result<CallSummary, sqlx::Error> {
         v2v_p50_ms: row.try_get("v2v_p50_ms")?,
         v2v_max_ms: row.try_get("v2v_max_ms")?,
         erased_at: row.try_get::<Option<i64>, _>("erased_at")?.map(rfc3339),
+        usage: crate::engine::frame::TokenUse {
+            text_in: count(row, "text_in_tokens")?,
+            text_in_cached: count(row, "text_in_cached_tokens")?,
+            audio_in: count(row, "audio_in_tokens")?,
+            audio_in_cached: count(row, "audio_in_cached_tokens")?,
+            text_out: count(row, "text_out_tokens")?,
+            audio_out: count(row, "audio_out_tokens")?,
+        },
+        cost_usd: row.try_get("cost_usd")?,
         started_ms,
     })
+}
+
+/// A BIGINT token count.
+fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
+    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
 }
 
 /// One transcript segment.
@@ -383,6 +403,13 @@ pub struct Kpis {
     pub v2v_p50_ms: Option<f64>,
     /// 95th percentile voice-to-voice latency.
     pub v2v_p95_ms: Option<f64>,
+    /// What the model cost over the calls that started in the range, in US dollars.
+    pub cost_usd: f64,
+    /// `cost_usd / answered`.
+    pub cost_per_call_usd: Option<f64>,
+    /// `cost_usd / contained`: the model's cost of each call the bot handled to the end, the
+    /// number to set beside what a person answering costs.
+    pub cost_per_contained_call_usd: Option<f64>,
 }
 
 fn ratio(part: i64, whole: i64) -> Option<f64> {
@@ -629,7 +656,8 @@ impl Store {
                         AS BIGINT) AS handed,
                     CAST(AVG({duration}) AS DOUBLE PRECISION) AS avg_duration,
                     COUNT({duration}) AS with_duration,
-                    {p95} AS p95_duration
+                    {p95} AS p95_duration,
+                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost
              FROM calls WHERE started_at >= $1 AND started_at < $2"
         )))
         .bind(since_ms)
@@ -642,6 +670,7 @@ impl Store {
         let handed_off: i64 = row.try_get("handed")?;
         let avg_duration_ms: Option<f64> = row.try_get("avg_duration")?;
         let with_duration: i64 = row.try_get("with_duration")?;
+        let cost_usd: f64 = row.try_get("cost")?;
         let p95_duration_ms = if pg {
             row.try_get::<Option<i64>, _>("p95_duration")?
         } else if with_duration > 0 {
@@ -769,6 +798,9 @@ impl Store {
             turns,
             v2v_p50_ms,
             v2v_p95_ms,
+            cost_usd,
+            cost_per_call_usd: (answered_n > 0).then(|| cost_usd / answered_n as f64),
+            cost_per_contained_call_usd: (contained > 0).then(|| cost_usd / contained as f64),
         })
     }
 }

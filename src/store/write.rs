@@ -130,6 +130,10 @@ pub enum Record {
         v2v_p50_ms: Option<i64>,
         /// Worst voice-to-voice latency.
         v2v_max_ms: Option<i64>,
+        /// The model's tokens over the call.
+        usage: crate::engine::frame::TokenUse,
+        /// What they cost, in dollars.
+        cost_usd: f64,
     },
 }
 
@@ -319,6 +323,11 @@ impl Store {
     }
 }
 
+/// A token count as the database's BIGINT.
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<(), StoreError> {
     match record {
         Record::CallStarted {
@@ -480,11 +489,16 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
             barge_ins,
             v2v_p50_ms,
             v2v_max_ms,
+            usage,
+            cost_usd,
         } => {
             let sql = format!(
                 "INSERT INTO calls (id, call_sid, status, started_at, ended_at, duration_ms,
-                     end_reason, turns, barge_ins, v2v_p50_ms, v2v_max_ms, updated_at)
-                 VALUES ($1, $2, 'completed', $3, $4, $5, $6, $7, $8, $9, $10, $4)
+                     end_reason, turns, barge_ins, v2v_p50_ms, v2v_max_ms, updated_at,
+                     text_in_tokens, text_in_cached_tokens, audio_in_tokens,
+                     audio_in_cached_tokens, text_out_tokens, audio_out_tokens, cost_usd)
+                 VALUES ($1, $2, 'completed', $3, $4, $5, $6, $7, $8, $9, $10, $4,
+                     $11, $12, $13, $14, $15, $16, $17)
                  ON CONFLICT (id) DO UPDATE SET
                      status = CASE WHEN calls.status IN {TERMINAL} THEN calls.status
                                    ELSE 'completed' END,
@@ -495,6 +509,13 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
                      barge_ins = excluded.barge_ins,
                      v2v_p50_ms = excluded.v2v_p50_ms,
                      v2v_max_ms = excluded.v2v_max_ms,
+                     text_in_tokens = excluded.text_in_tokens,
+                     text_in_cached_tokens = excluded.text_in_cached_tokens,
+                     audio_in_tokens = excluded.audio_in_tokens,
+                     audio_in_cached_tokens = excluded.audio_in_cached_tokens,
+                     text_out_tokens = excluded.text_out_tokens,
+                     audio_out_tokens = excluded.audio_out_tokens,
+                     cost_usd = excluded.cost_usd,
                      updated_at = excluded.updated_at"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -508,6 +529,13 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
                 .bind(barge_ins)
                 .bind(v2v_p50_ms)
                 .bind(v2v_max_ms)
+                .bind(tokens(usage.text_in))
+                .bind(tokens(usage.text_in_cached))
+                .bind(tokens(usage.audio_in))
+                .bind(tokens(usage.audio_in_cached))
+                .bind(tokens(usage.text_out))
+                .bind(tokens(usage.audio_out))
+                .bind(if cost_usd.is_finite() { *cost_usd } else { 0.0 })
                 .execute(&mut **tx)
                 .await?;
         }

@@ -681,3 +681,98 @@ async fn a_real_model_without_a_store_gets_no_demo_store() {
     assert_eq!(app.state.store, "unconfigured");
     assert!(app.state.demo_store.is_none());
 }
+
+/// The cost of a call is the simulator's reported usage priced by the table the server was
+/// given: per call in the records, in the KPIs (per call and per contained call) and on
+/// `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_cost_is_its_reported_usage_at_the_price_tables_rates() {
+    let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
+    let dir = crate::helpers::TempDir::new("prices");
+    let table = dir.0.join("prices.toml");
+    // Round prices so the expected sum is easy to follow: $1, 0.5, 2, 10, 0.25, 20 per 1M.
+    std::fs::write(
+        &table,
+        "as_of = \"2026-12-01\"\ncurrency = \"USD\"\n[models.\"gpt-realtime-2.1\"]\ntext_in = 1.0\ntext_in_cached = 0.5\ntext_out = 2.0\naudio_in = 10.0\naudio_in_cached = 0.25\naudio_out = 20.0\n",
+    )
+    .unwrap();
+    let app = spawn_app(&pipeline, |a| a.prices = Some(table.clone())).await;
+    let Some(sim) = app.state.simulator.clone() else {
+        eprintln!("skipped: OPENAI_API_KEY is set");
+        return;
+    };
+    let options = caly::devtools::simulate::SimulateOptions {
+        url: app.url("sample-rate=8000"),
+        calls: 1,
+        audio: None,
+        duration: Duration::from_secs(12),
+        chunk_ms: 100,
+        stagger: Duration::ZERO,
+        barge_in: false,
+        truth: None,
+        probes: false,
+        server_pid: None,
+        auth: None,
+    };
+    let report = caly::devtools::simulate::run(options).await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let sent = sim.usage_sent();
+    assert!(sent.len() >= 3, "{sent:?}");
+    let n = |u: &serde_json::Value, path: &str| u.pointer(path).and_then(|v| v.as_u64()).unwrap();
+    let mut expected = 0.0;
+    let mut audio_out = 0;
+    for u in &sent {
+        let (text, text_cached) = (
+            n(u, "/input_token_details/text_tokens"),
+            n(u, "/input_token_details/cached_tokens_details/text_tokens"),
+        );
+        let audio = n(u, "/input_token_details/audio_tokens");
+        expected += ((text - text_cached) as f64 * 1.0
+            + text_cached as f64 * 0.5
+            + audio as f64 * 10.0
+            + n(u, "/output_token_details/text_tokens") as f64 * 2.0
+            + n(u, "/output_token_details/audio_tokens") as f64 * 20.0)
+            / 1e6;
+        audio_out += n(u, "/output_token_details/audio_tokens");
+    }
+    let call = within(Duration::from_secs(10), "the call's row", async {
+        loop {
+            if let Some(c) = app.state.db.find_call("CAsim000000").await.unwrap()
+                && c.ended_at.is_some()
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(expected > 0.0);
+    assert!(
+        (call.cost_usd - expected).abs() < 1e-12,
+        "{} vs {expected}",
+        call.cost_usd
+    );
+    assert_eq!(call.usage.audio_out, audio_out);
+    let now = caly::store::now_ms();
+    let kpis = app
+        .state
+        .db
+        .kpis(now - 3_600_000, now + 1_000)
+        .await
+        .unwrap();
+    assert!((kpis.cost_usd - expected).abs() < 1e-12, "{kpis:?}");
+    assert_eq!(kpis.contained, 1);
+    assert!((kpis.cost_per_contained_call_usd.unwrap() - expected).abs() < 1e-12);
+    let metrics = caly::devtools::simulate::http_get(&app.addr.to_string(), "/metrics")
+        .await
+        .unwrap()
+        .1;
+    let scraped = caly::devtools::simulate::metric_sum(&metrics, "caly_model_cost_usd_total");
+    assert!((scraped - expected).abs() < 1e-9, "{scraped} vs {expected}");
+    assert_eq!(
+        caly::devtools::simulate::metric_sum(&metrics, "caly_model_tokens_total") as u64,
+        sent.iter()
+            .map(|u| n(u, "/total_tokens") + n(u, "/input_token_details/cached_tokens"))
+            .sum::<u64>()
+    );
+}

@@ -558,6 +558,13 @@ async fn the_openapi_document_says_what_each_route_takes_and_answers() {
         false
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // A call's model use and cost are described, and what they refer to exists.
+    let call = &doc["components"]["schemas"]["CallSummary"]["properties"];
+    assert!(call["cost_usd"].is_object(), "{call}");
+    assert_eq!(call["usage"]["$ref"], "#/components/schemas/TokenUse");
+    assert!(doc["components"]["schemas"]["TokenUse"]["properties"]["audio_out"].is_object());
+    let kpis = &doc["components"]["schemas"]["Kpis"]["properties"];
+    assert!(kpis["cost_per_contained_call_usd"].is_object(), "{kpis}");
     for path in [
         "/v1/exotel/status",
         "/v1/exotel/passthru",

@@ -136,9 +136,23 @@ pub(crate) fn seeded_call(sid: &str, started_ms: i64, segments: i64) -> Vec<Reco
         barge_ins: 0,
         v2v_p50_ms: Some(700),
         v2v_max_ms: Some(700),
+        usage: SEEDED_USAGE,
+        cost_usd: SEEDED_COST,
     });
     records
 }
+
+/// The model use every seeded call records.
+const SEEDED_USAGE: caly::engine::frame::TokenUse = caly::engine::frame::TokenUse {
+    text_in: 1_200,
+    text_in_cached: 800,
+    audio_in: 900,
+    audio_in_cached: 0,
+    text_out: 150,
+    audio_out: 1_100,
+};
+/// What it cost.
+const SEEDED_COST: f64 = 0.125;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_need_the_token_apply_once_and_converge_in_any_order() {

@@ -310,6 +310,8 @@ struct Config {
     history_turns: usize,
     /// The model answers turns itself (`create_response`): [`Control::Respond`] is moot.
     auto_respond: bool,
+    /// The model, as its responses' usage is priced.
+    model_name: Arc<str>,
 }
 
 /// Speech to speech over the OpenAI Realtime API.
@@ -523,6 +525,7 @@ impl StageKind for Realtime {
         let gap_bytes = if input_pcmu { 8 } else { 48 } * spec.gap_buffer_ms as usize;
         Ok(Runnable::Task(Box::new(Realtime {
             config: Arc::new(Config {
+                model_name: Arc::from(spec.model.as_str()),
                 url,
                 api_key: endpoint.api_key.clone(),
                 session,
@@ -1195,8 +1198,9 @@ async fn on_server(
             if state.active_response.as_deref() == Some(response.id.as_str()) {
                 state.active_response = None;
             }
-            let output_tokens = response.usage.as_ref().map_or(0, |u| u.output_tokens);
-            push_event(io, Event::ResponseDone { id: response.id, status: response.status, output_tokens }).await?;
+            let usage = response.usage.as_ref().map(protocol::Usage::by_kind).unwrap_or_default();
+            let model = Arc::clone(&config.model_name);
+            push_event(io, Event::ResponseDone { id: response.id, status: response.status, model, usage }).await?;
             if state.active_response.is_none()
                 && let Some(pending) = state.pending_create.take()
                 && let Err(e) = send(config, socket, &ClientEvent::ResponseCreate { response: pending }).await

@@ -573,6 +573,73 @@ pub struct Usage {
     /// Output tokens.
     #[serde(default)]
     pub output_tokens: u64,
+    /// Input by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_token_details: Option<InputTokenDetails>,
+    /// Output by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_token_details: Option<TokenKinds>,
+}
+
+/// `usage.input_token_details`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputTokenDetails {
+    /// Text tokens, cached ones included.
+    #[serde(default)]
+    pub text_tokens: u64,
+    /// Audio tokens, cached ones included.
+    #[serde(default)]
+    pub audio_tokens: u64,
+    /// Image tokens.
+    #[serde(default)]
+    pub image_tokens: u64,
+    /// Cached tokens, all kinds.
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Cached tokens by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens_details: Option<TokenKinds>,
+}
+
+/// Tokens by kind (`output_token_details`, `cached_tokens_details`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenKinds {
+    /// Text tokens.
+    #[serde(default)]
+    pub text_tokens: u64,
+    /// Audio tokens.
+    #[serde(default)]
+    pub audio_tokens: u64,
+}
+
+impl Usage {
+    /// The tokens by kind. Without details, input and output count as text (the cheaper
+    /// reading is never assumed for audio); cached tokens without their split go to text first.
+    pub fn by_kind(&self) -> crate::engine::frame::TokenUse {
+        let (text_in, audio_in, cached, cached_kinds) = match &self.input_token_details {
+            Some(d) => (d.text_tokens, d.audio_tokens, d.cached_tokens, d.cached_tokens_details.clone()),
+            None => (self.input_tokens, 0, 0, None),
+        };
+        let (text_in_cached, audio_in_cached) = match cached_kinds {
+            Some(k) => (k.text_tokens.min(text_in), k.audio_tokens.min(audio_in)),
+            None => {
+                let text = cached.min(text_in);
+                (text, (cached - text).min(audio_in))
+            }
+        };
+        let (text_out, audio_out) = match &self.output_token_details {
+            Some(d) => (d.text_tokens, d.audio_tokens),
+            None => (self.output_tokens, 0),
+        };
+        crate::engine::frame::TokenUse {
+            text_in,
+            text_in_cached,
+            audio_in,
+            audio_in_cached,
+            text_out,
+            audio_out,
+        }
+    }
 }
 
 /// `item` in `response.output_item.added`.

@@ -120,7 +120,8 @@ impl TurnModel {
         out.publish(BusKind::Event(Event::ResponseDone {
             id,
             status: "completed".into(),
-            output_tokens: 0,
+            model: std::sync::Arc::from("test"),
+            usage: crate::engine::frame::TokenUse::default(),
         }));
         Ok(())
     }
