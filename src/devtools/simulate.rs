@@ -427,6 +427,8 @@ impl Summary {
 /// The result of a load run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimReport {
+    /// This run's tag: call `i` was `CAsim{run}{i:06}` ([`call_sid`]).
+    pub run: String,
     /// Calls asked for.
     pub calls: usize,
     /// Calls that streamed to the end.
@@ -612,6 +614,7 @@ pub async fn run(options: SimulateOptions) -> Result<SimReport, ClientError> {
     let before = http_get(&host, "/metrics").await.ok().map(|(_, b)| b);
     let proc_before = options.server_pid.and_then(read_proc);
     let collected = Arc::new(Mutex::new(Collected::default()));
+    let run = run_tag();
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
     for i in 0..options.calls {
@@ -620,7 +623,8 @@ pub async fn run(options: SimulateOptions) -> Result<SimReport, ClientError> {
         } else {
             Duration::ZERO
         };
-        let (options, audio, ends, truth, collected) = (
+        let (run, options, audio, ends, truth, collected) = (
+            run.clone(),
             options.clone(),
             Arc::clone(&audio),
             Arc::clone(&ends),
@@ -629,7 +633,7 @@ pub async fn run(options: SimulateOptions) -> Result<SimReport, ClientError> {
         );
         tasks.spawn(async move {
             tokio::time::sleep(offset).await;
-            let result = one_call(i, rate, &options, &audio, &ends, &truth).await;
+            let result = one_call(&run, i, rate, &options, &audio, &ends, &truth).await;
             let mut c = collected.lock().await;
             match result {
                 Ok(call) => {
@@ -677,6 +681,7 @@ pub async fn run(options: SimulateOptions) -> Result<SimReport, ClientError> {
     let c = std::mem::take(&mut *collected.lock().await);
     let calls = options.calls.max(1) as f64;
     let mut report = SimReport {
+        run,
         calls: options.calls,
         completed: c.completed,
         failed: options.calls - c.completed,
@@ -832,9 +837,10 @@ pub async fn soak(
     let host = host_of(&options.url)?;
     let audio = Arc::new(generated_speech(rate));
     let ends = speech_ends(&audio, rate);
+    let tag = run_tag();
     // Warm up: pools, caches and the runtime's slabs reach their working size.
     for i in 0..20 {
-        let _ = one_call(1_000_000 + i, rate, &options, &audio, &ends, &[]).await;
+        let _ = one_call(&tag, 1_000_000 + i, rate, &options, &audio, &ends, &[]).await;
     }
     let mut report = SoakReport {
         sequential,
@@ -846,7 +852,7 @@ pub async fn soak(
     }
     let started = Instant::now();
     for i in 0..sequential {
-        if one_call(i, rate, &options, &audio, &ends, &[])
+        if one_call(&tag, i, rate, &options, &audio, &ends, &[])
             .await
             .is_err()
         {
@@ -892,8 +898,19 @@ struct CallResult {
     cut: u64,
 }
 
+/// A tag for one run, so its calls' CallSids are new ones (a real CallSid names one call).
+fn run_tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// The CallSid of call `index` of run `run`.
+pub fn call_sid(run: &str, index: usize) -> String {
+    format!("CAsim{run}{index:06}")
+}
+
 /// One simulated call.
 async fn one_call(
+    run: &str,
     index: usize,
     rate: u32,
     options: &SimulateOptions,
@@ -902,10 +919,8 @@ async fn one_call(
     truth: &[Onset],
 ) -> Result<CallResult, ClientError> {
     let mut client = ExotelClient::connect(&options.url, options.auth.as_deref()).await?;
-    let sid = format!("MZsim{index:06}");
-    client
-        .start(&sid, &format!("CAsim{index:06}"), rate)
-        .await?;
+    let sid = format!("MZsim{run}{index:06}");
+    client.start(&sid, &call_sid(run, index), rate).await?;
     let chunk = (rate as usize * options.chunk_ms as usize / 1000).max(1);
     let period = Duration::from_millis(u64::from(options.chunk_ms));
     let mut ticker = tokio::time::interval(period);

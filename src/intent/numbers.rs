@@ -215,14 +215,16 @@ fn digit_run(words: &NumberWords, tokens: &[Token], start: usize, out: &mut Vec<
         i += 1;
     }
     let joined: String = parts.iter().map(|(_, d)| *d).collect();
-    if parts.len() > 1 && matches!(joined.len(), 6 | 10..=12) {
+    // Digits written one by one ("1 0 0 1", as ASR spells a number read out) are one number.
+    let one_by_one = parts.len() >= 3 && parts.iter().all(|(_, d)| d.len() == 1);
+    if parts.len() > 1 && (one_by_one || matches!(joined.len(), 6 | 10..=12)) {
         out.push(Span {
             start,
             end: i,
             digits: joined,
             quantity: false,
             words: false,
-            read_out: false,
+            read_out: one_by_one,
             tail: None,
         });
         return i;
@@ -469,6 +471,13 @@ mod tests {
     fn double_and_triple_repeat_a_digit() {
         assert_eq!(numbers("nine eight double five"), ["9855"]);
         assert_eq!(numbers("four triple zero"), ["4000"]);
+    }
+
+    #[test]
+    fn digits_written_one_by_one_are_one_number() {
+        assert_eq!(numbers("order number 1 0 0 1"), ["1001"]);
+        assert_eq!(numbers("9 8 2 3 0 1 4 5 6 7"), ["9823014567"]);
+        assert_eq!(numbers("2 ya 3 din"), ["2", "3"]);
     }
 
     #[test]

@@ -575,7 +575,9 @@ async fn a_newcomers_simulated_calls_look_up_a_demo_order_and_the_bot_speaks_no_
     };
     let report = caly::devtools::simulate::run(options).await.unwrap();
     assert_eq!(report.completed, 2, "{report:?}");
-    for sid in ["CAsim000000", "CAsim000001"] {
+    for i in 0..2 {
+        let sid = caly::devtools::simulate::call_sid(&report.run, i);
+        let sid = sid.as_str();
         let detail = within(Duration::from_secs(10), "the call's records", async {
             loop {
                 if let Some(d) = app.state.db.call_detail(sid).await.unwrap()
@@ -643,7 +645,8 @@ async fn without_the_demo_store_the_bot_says_the_store_is_not_connected() {
     assert_eq!(report.completed, 1, "{report:?}");
     let detail = within(Duration::from_secs(10), "the call's records", async {
         loop {
-            if let Some(d) = app.state.db.call_detail("CAsim000000").await.unwrap()
+            let sid = caly::devtools::simulate::call_sid(&report.run, 0);
+            if let Some(d) = app.state.db.call_detail(&sid).await.unwrap()
                 && let Some(a) = d.actions.first()
                 && d.transcript
                     .iter()
@@ -737,7 +740,8 @@ async fn a_calls_cost_is_its_reported_usage_at_the_price_tables_rates() {
     }
     let call = within(Duration::from_secs(10), "the call's row", async {
         loop {
-            if let Some(c) = app.state.db.find_call("CAsim000000").await.unwrap()
+            let sid = caly::devtools::simulate::call_sid(&report.run, 0);
+            if let Some(c) = app.state.db.find_call(&sid).await.unwrap()
                 && c.ended_at.is_some()
             {
                 return c;
