@@ -56,6 +56,9 @@ pub enum ClientError {
     /// Reading a file failed.
     #[error("{0}")]
     Input(String),
+    /// The server ended the call other than normally (close code, if one came).
+    #[error("the server ended the call abnormally (close code {0:?})")]
+    Ended(Option<u16>),
 }
 
 /// A message from the server, as Exotel would see it.
@@ -952,12 +955,14 @@ async fn one_call(
             msg = client.recv() => {
                 let now = Instant::now();
                 match msg {
-                    None | Some(ServerMessage::Close(_)) => {
+                    Some(ServerMessage::Close(Some(1000))) => {
                         // The server ended the call (a goodbye, a hand-off, a limit): as on a
                         // phone, the caller has nothing left to send.
                         ended_by_server = true;
                         break;
                     }
+                    Some(ServerMessage::Close(code)) => return Err(ClientError::Ended(code)),
+                    None => return Err(ClientError::Ended(None)),
                     Some(ServerMessage::Media(pcm)) => {
                         let dur = Duration::from_secs_f64(pcm.len() as f64 / f64::from(rate));
                         let tone = classify(&pcm, rate);
