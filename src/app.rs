@@ -92,7 +92,7 @@ impl App {
         let prices = match &args.prices {
             Some(path) => crate::call::cost::Prices::from_file(path)
                 .map_err(|e| anyhow::anyhow!("the price table: {e}"))?,
-            None => crate::call::cost::Prices::builtin(),
+            None => crate::call::cost::Prices::builtin().map_err(|e| anyhow::anyhow!(e))?,
         };
         tracing::info!(as_of = %prices.as_of, currency = %prices.currency, "Model price table loaded.");
         let mut metrics = Metrics::new();

@@ -479,14 +479,7 @@ impl Metrics {
 
     /// Counts a response's tokens by kind.
     pub fn count_tokens(&self, usage: &crate::engine::frame::TokenUse) {
-        for (kind, n) in [
-            ("text_in", usage.text_in),
-            ("text_in_cached", usage.text_in_cached),
-            ("audio_in", usage.audio_in),
-            ("audio_in_cached", usage.audio_in_cached),
-            ("text_out", usage.text_out),
-            ("audio_out", usage.audio_out),
-        ] {
+        for (kind, n) in usage.kinds() {
             if n > 0 {
                 self.model_tokens.get_or_create(&[("kind", kind)]).inc_by(n);
             }

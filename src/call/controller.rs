@@ -560,8 +560,6 @@ impl State<'_> {
         None
     }
 
-    /// The call is to end as `end` once the bot's audio has played (and, with `wait_reply`,
-    /// once the reply still to come has been said). The first such request wins.
     /// Adds a response's tokens to the call, priced by the table, and to the server's counters.
     fn count_usage(&mut self, model: &str, usage: &crate::engine::frame::TokenUse) {
         if usage.is_empty() {
@@ -579,6 +577,8 @@ impl State<'_> {
         }
     }
 
+    /// The call is to end as `end` once the bot's audio has played (and, with `wait_reply`,
+    /// once the reply still to come has been said). The first such request wins.
     fn hang_up(&mut self, end: CallEnd, reason: String, wait_reply: bool, by: &str) {
         if self.hangup.is_some() {
             return;

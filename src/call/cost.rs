@@ -44,16 +44,9 @@ impl ModelPrices {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The price table (`data/prices.toml`'s format).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
-    as_of: String,
-    currency: String,
-    models: BTreeMap<String, ModelPrices>,
-}
-
-/// The price table.
-#[derive(Debug, Clone, PartialEq)]
 pub struct Prices {
     /// When the prices were read.
     pub as_of: String,
@@ -64,20 +57,15 @@ pub struct Prices {
 
 impl Prices {
     /// The table shipped in the binary.
-    pub fn builtin() -> Prices {
-        // The shipped file is checked by a test; a broken one would be a build defect.
-        Prices::parse(BUILTIN).unwrap_or_else(|_| Prices {
-            as_of: String::new(),
-            currency: "USD".into(),
-            models: BTreeMap::new(),
-        })
+    pub fn builtin() -> Result<Prices, String> {
+        Prices::parse(BUILTIN).map_err(|e| format!("data/prices.toml: {e}"))
     }
 
     /// A table in `data/prices.toml`'s format; every price must be a finite, non-negative
     /// number.
     pub fn parse(text: &str) -> Result<Prices, String> {
-        let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        for (model, p) in &f.models {
+        let prices: Prices = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (model, p) in &prices.models {
             let all = [
                 p.text_in,
                 p.text_in_cached,
@@ -90,11 +78,7 @@ impl Prices {
                 return Err(format!("{model}: prices must be non-negative numbers"));
             }
         }
-        Ok(Prices {
-            as_of: f.as_of,
-            currency: f.currency,
-            models: f.models,
-        })
+        Ok(prices)
     }
 
     /// A table from a file.

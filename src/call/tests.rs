@@ -161,7 +161,7 @@ fn config(pipeline: &str, rate: u32, tweak: impl FnOnce(&mut CallConfig)) -> Cal
         reports: None,
         recorder: None,
         hand_offs: Arc::default(),
-        prices: Arc::new(crate::call::cost::Prices::builtin()),
+        prices: Arc::new(crate::call::cost::Prices::builtin().unwrap()),
     };
     tweak(&mut config);
     config

@@ -55,24 +55,10 @@ pub(crate) struct SimulateArgs {
     bursts: usize,
 }
 
-/// Whether the server's pipeline talks to a model (`/readyz` says `realtime` is `openai` or
-/// `simulator`): there a key press is caller input (the keypad), not a latency probe.
-async fn talks_to_a_model(url: &str) -> bool {
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
-        return false;
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    match simulate::http_get(host, "/readyz").await {
-        Ok((_, body)) => serde_json::from_str::<serde_json::Value>(&body)
-            .is_ok_and(|v| matches!(v["realtime"].as_str(), Some("openai" | "simulator"))),
-        Err(_) => false,
-    }
-}
-
 /// Runs the calls and prints the report; fails if a call failed.
 pub(crate) async fn run(args: SimulateArgs) -> ExitCode {
     let mut probes = !args.no_probes;
-    if probes && talks_to_a_model(&args.url).await {
+    if probes && simulate::talks_to_a_model(&args.url).await {
         eprintln!(
             "note: the server's pipeline talks to a model, where a key press is the caller typing: \
              no DTMF latency probes (they measure the tone bot)"

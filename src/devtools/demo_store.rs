@@ -260,7 +260,7 @@ impl DemoStore {
 
     /// The GraphQL endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}/admin/api/{API_VERSION}/graphql.json", self.addr)
+        endpoint(self.addr)
     }
 
     /// The client settings that reach it.
@@ -269,7 +269,13 @@ impl DemoStore {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The GraphQL endpoint of a store served at `addr` (the route both servers answer on).
+pub fn endpoint(addr: SocketAddr) -> String {
+    format!("http://{addr}/admin/api/{API_VERSION}/graphql.json")
+}
+
+/// The lock, whether or not a panicking holder poisoned it (the catalogue stays usable).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -548,6 +548,19 @@ fn host_of(url: &str) -> Result<String, ClientError> {
     Ok(rest.split(['/', '?']).next().unwrap_or(rest).to_owned())
 }
 
+/// Whether the server at `url` runs a pipeline that talks to a model (`/readyz` says
+/// `realtime` is `openai` or `simulator`): there a key press is the caller typing (the keypad),
+/// not a latency probe.
+pub async fn talks_to_a_model(url: &str) -> bool {
+    let Ok(host) = host_of(url) else {
+        return false;
+    };
+    http_get(&host, "/readyz").await.is_ok_and(|(_, body)| {
+        serde_json::from_str::<serde_json::Value>(&body)
+            .is_ok_and(|v| matches!(v["realtime"].as_str(), Some("openai" | "simulator")))
+    })
+}
+
 /// Generated caller audio: utterances of 1.2–2 s of speech-like sound between 1.5 s pauses.
 fn generated_speech(rate: u32) -> Vec<i16> {
     let mut pcm = Vec::new();
@@ -947,7 +960,6 @@ async fn one_call(
     let mut speaking_backchannel = false;
     let mut backchannel_until: Option<Instant> = None;
     let chunk_time = Duration::from_secs_f64(chunk as f64 / f64::from(rate));
-    let mut ended_by_server = false;
     loop {
         let next_mark = marks.front().map(|(at, _)| *at);
         tokio::select! {
@@ -958,8 +970,8 @@ async fn one_call(
                     Some(ServerMessage::Close(Some(1000))) => {
                         // The server ended the call (a goodbye, a hand-off, a limit): as on a
                         // phone, the caller has nothing left to send.
-                        ended_by_server = true;
-                        break;
+                        client.close().await;
+                        return Ok(r);
                     }
                     Some(ServerMessage::Close(code)) => return Err(ClientError::Ended(code)),
                     None => return Err(ClientError::Ended(None)),
@@ -1045,13 +1057,7 @@ async fn one_call(
                     let ahead = (end - in_loop) as f64 / f64::from(rate);
                     pending_end = Some(now + Duration::from_secs_f64(ahead));
                 }
-                if let Err(e) = client.media(&piece).await {
-                    if closed_by_peer(&e) {
-                        ended_by_server = true;
-                        break;
-                    }
-                    return Err(e);
-                }
+                client.media(&piece).await?;
                 if std::mem::take(&mut jumped) {
                     if truth.is_empty() {
                         barge_sent = Some(now);
@@ -1078,23 +1084,9 @@ async fn one_call(
             }
         }
     }
-    if !ended_by_server {
-        client.stop().await?;
-    }
+    client.stop().await?;
     client.close().await;
     Ok(r)
-}
-
-/// Whether a send failed because the server had already closed the socket.
-fn closed_by_peer(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Ws(
-            tungstenite::Error::ConnectionClosed
-                | tungstenite::Error::AlreadyClosed
-                | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing)
-        )
-    )
 }
 
 #[derive(Debug, Clone, Copy)]

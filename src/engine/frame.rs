@@ -207,9 +207,7 @@ impl Event {
 
 /// Tokens a model response used, by kind, as Realtime reports them in `response.done`
 /// (`cached_*` are the part of the input served from the prompt cache, priced lower).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenUse {
     /// Text input tokens, cached ones included.
     pub text_in: u64,
@@ -239,6 +237,19 @@ impl TokenUse {
     /// Whether nothing was used.
     pub fn is_empty(&self) -> bool {
         *self == TokenUse::default()
+    }
+
+    /// The counts by kind, named as the metrics label them (and the call records' columns,
+    /// `{kind}_tokens`), in field order.
+    pub fn kinds(&self) -> [(&'static str, u64); 6] {
+        [
+            ("text_in", self.text_in),
+            ("text_in_cached", self.text_in_cached),
+            ("audio_in", self.audio_in),
+            ("audio_in_cached", self.audio_in_cached),
+            ("text_out", self.text_out),
+            ("audio_out", self.audio_out),
+        ]
     }
 }
 

@@ -233,10 +233,7 @@ pub fn train(rules: &Classifier, batches: &[Batch], cfg: &TrainConfig) -> Traine
             b.rows
                 .iter()
                 .map(|r| {
-                    let mut x = rules.features(&r.text, cfg.bits, cfg.cues);
-                    if !cfg.rules {
-                        x.dense = [0.0; model::DENSE];
-                    }
+                    let x = rules.features(&r.text, cfg.bits, cfg.rules, cfg.cues);
                     (x, r.intent as usize)
                 })
                 .collect()
@@ -309,14 +306,8 @@ pub fn affirm_floors(held: &[([f32; CLASSES], usize)], temperature: f32) -> Vec<
     let at = |floor: f32| {
         let (mut said, mut right) = (0usize, 0usize);
         for (p, y) in &probs {
-            let mut order: Vec<usize> = (0..CLASSES).collect();
-            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-            let best = if order[0] == yes && p[yes] < floor {
-                order[1]
-            } else {
-                order[0]
-            };
-            if best == yes {
+            // The same ranking the classifier answers with.
+            if model::ranking(p, floor)[0] == yes {
                 said += 1;
                 right += usize::from(*y == yes);
             }

@@ -207,11 +207,7 @@ impl EntityRules {
         if !order_adjacent && self.amount.near_before(tokens, start, 3, floor) {
             return Judged::Amount(digits);
         }
-        let threshold = self
-            .amount
-            .soft_before
-            .iter()
-            .any(|p| start >= p.len() && starts_at(tokens, start - p.len(), p));
+        let threshold = any_ends_at(&self.amount.soft_before, tokens, start);
         if threshold && digits.len() >= 3 && !span.read_out {
             return Judged::Amount(digits);
         }
@@ -220,13 +216,9 @@ impl EntityRules {
             return Judged::Pincode(digits);
         }
         if span.quantity && span.words {
-            // "बारह सौ" is a price, unless it is named as the order ("चौदह सौ पचपन वाला
-            // नंबर वाला ऑर्डर", "ऑर्डर तेईस सौ पचहत्तर"); "do hazaar wala order" is a price.
-            let named = order_adjacent
-                || self
-                    .named_order_after
-                    .iter()
-                    .any(|p| starts_at(tokens, end, p));
+            // "बारह सौ" is a price, unless it is named as the order ("चौदह सौ पचपन नंबर
+            // वाला ऑर्डर", "ऑर्डर तेईस सौ पचहत्तर"); "do hazaar wala order" is a price.
+            let named = order_adjacent || any_starts_at(&self.named_order_after, tokens, end);
             return if named && digits.len() >= self.min_order_digits {
                 Judged::Order(digits)
             } else {
@@ -234,11 +226,7 @@ impl EntityRules {
             };
         }
         if !order_adjacent && !span.read_out {
-            let soft = self
-                .amount
-                .soft_after
-                .iter()
-                .any(|p| starts_at(tokens, end, p));
+            let soft = any_starts_at(&self.amount.soft_after, tokens, end);
             if soft || self.priced_thing_after(tokens, end) {
                 return Judged::Amount(digits);
             }
@@ -277,10 +265,7 @@ impl EntityRules {
             starts_at(tokens, at, p)
                 && tokens.get(at + p.len()).is_some_and(|t| {
                     t.kind == TokenKind::Word
-                        && !self
-                            .order_nouns
-                            .iter()
-                            .any(|n| starts_at(tokens, at + p.len(), n))
+                        && !any_starts_at(&self.order_nouns, tokens, at + p.len())
                 })
         })
     }
@@ -327,17 +312,26 @@ fn starts_at(tokens: &[Token], i: usize, p: &Phrase) -> bool {
         .all(|(k, w)| tokens.get(i + k).is_some_and(|t| token_is(t, w)))
 }
 
+/// One of `list` starts at token `at`.
+fn any_starts_at(list: &[Phrase], tokens: &[Token], at: usize) -> bool {
+    list.iter().any(|p| starts_at(tokens, at, p))
+}
+
+/// One of `list` ends just before token `at`.
+fn any_ends_at(list: &[Phrase], tokens: &[Token], at: usize) -> bool {
+    list.iter()
+        .any(|p| at >= p.len() && starts_at(tokens, at - p.len(), p))
+}
+
 impl Context {
-    /// A phrase ends just before token `at`.
+    /// A `before` phrase ends just before token `at`.
     fn ends_right_before(&self, tokens: &[Token], at: usize) -> bool {
-        self.before
-            .iter()
-            .any(|p| at >= p.len() && starts_at(tokens, at - p.len(), p))
+        any_ends_at(&self.before, tokens, at)
     }
 
-    /// A phrase starts at token `at`.
+    /// An `after` phrase starts at token `at`.
     fn starts_right_after(&self, tokens: &[Token], at: usize) -> bool {
-        self.after.iter().any(|p| starts_at(tokens, at, p))
+        any_starts_at(&self.after, tokens, at)
     }
 
     /// A phrase ends within `window` words before `at`, after `floor` (no clause boundary in
@@ -349,11 +343,7 @@ impl Context {
             if tokens[end - 1].kind == TokenKind::Boundary && tokens[end - 1].roman != "." {
                 return false;
             }
-            if self
-                .before
-                .iter()
-                .any(|p| end >= p.len() && starts_at(tokens, end - p.len(), p))
-            {
+            if any_ends_at(&self.before, tokens, end) {
                 return true;
             }
             end -= 1;

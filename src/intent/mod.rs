@@ -189,32 +189,63 @@ impl Classifier {
             None => self.decide(&self.score_tokens(&tokens, false).score, entities),
             Some(model) => {
                 let mut x = Features::default();
-                let rules = if model.uses_rules() {
-                    self.probabilities(&self.score_tokens(&tokens, false).score)
-                } else {
-                    [0.0; INTENTS.len()]
-                };
-                let cues = if model.cues {
-                    self.cues(&tokens)
-                } else {
-                    Vec::new()
-                };
-                model::features(&tokens, &spans, &rules, &cues, model.bits, &mut x);
+                self.model_input(
+                    &tokens,
+                    &spans,
+                    model.bits,
+                    model.uses_rules(),
+                    model.cues,
+                    &mut x,
+                );
                 ranked(&model.probabilities(&x), entities, model.min_affirm)
             }
         }
     }
 
-    /// The model's inputs for one utterance, at `bits` hash bits (what training sees).
-    pub(crate) fn features(&self, text: &str, bits: u32, cues: bool) -> Features {
+    /// The model's inputs for one utterance, at `bits` hash bits, with the rules'
+    /// probabilities and the lexicon's cues if asked for (what training sees).
+    pub(crate) fn features(&self, text: &str, bits: u32, rules: bool, cues: bool) -> Features {
         let tokens = self.tokens(text);
-        let scores = self.score_tokens(&tokens, false);
         let spans = numbers::find(&self.numbers, &tokens);
         let mut x = Features::default();
-        let rules = self.probabilities(&scores.score);
-        let cues = if cues { self.cues(&tokens) } else { Vec::new() };
-        model::features(&tokens, &spans, &rules, &cues, bits, &mut x);
+        self.model_input(&tokens, &spans, bits, rules, cues, &mut x);
         x
+    }
+
+    /// One place for what the model reads, in classification and in training alike; the cues
+    /// are found once for both the rules' probabilities and the cue features.
+    fn model_input(
+        &self,
+        tokens: &[Token],
+        spans: &[numbers::Span],
+        bits: u32,
+        rules: bool,
+        cues: bool,
+        out: &mut Features,
+    ) {
+        let hits = if rules || cues {
+            self.cue_hits(tokens)
+        } else {
+            Vec::new()
+        };
+        let p = if rules {
+            self.probabilities(&self.score_hits(&hits, false).score)
+        } else {
+            [0.0; INTENTS.len()]
+        };
+        let cues: Vec<model::Cue> = if cues {
+            hits.iter()
+                .filter(|h| !h.dead)
+                .map(|h| model::Cue {
+                    intent: self.lexicon.phrases[h.phrase as usize].intent as u8,
+                    negated: h.negated,
+                    phrase: h.phrase,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        model::features(tokens, spans, &p, &cues, bits, out);
     }
 
     /// The raw scores of one utterance, with the cues that made them.
@@ -308,22 +339,13 @@ impl Classifier {
         hits
     }
 
-    /// The cues of an utterance as the model reads them: (intent, negated, phrase).
-    fn cues(&self, tokens: &[Token]) -> Vec<model::Cue> {
-        self.cue_hits(tokens)
-            .iter()
-            .filter(|h| !h.dead)
-            .map(|h| model::Cue {
-                intent: self.lexicon.phrases[h.phrase as usize].intent as u8,
-                negated: h.negated,
-                phrase: h.phrase,
-            })
-            .collect()
+    fn score_tokens(&self, tokens: &[Token], explain: bool) -> Scores {
+        self.score_hits(&self.cue_hits(tokens), explain)
     }
 
-    fn score_tokens(&self, tokens: &[Token], explain: bool) -> Scores {
+    /// The rules' scores from the cues found.
+    fn score_hits(&self, hits: &[Hit], explain: bool) -> Scores {
         let lx = &self.lexicon;
-        let hits = self.cue_hits(tokens);
         let mut out = Scores::default();
         let mut negated = 0.0;
         let mut generic: Vec<(Intent, f32)> = Vec::new();
@@ -440,12 +462,8 @@ impl Classifier {
 /// The most probable intent (a top `affirm` below `min_affirm` gives way to the next), with
 /// the others from probability 0.05 as alternatives.
 fn ranked(p: &[f32; INTENTS.len()], entities: Entities, min_affirm: f32) -> Prediction {
-    let mut order: Vec<usize> = (0..INTENTS.len()).collect();
-    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-    if INTENTS[order[0]] == Intent::Affirm && p[order[0]] < min_affirm {
-        // An unsure yes is not a yes: the next label answers, the yes stays an alternative.
-        order.swap(0, 1);
-    }
+    // An unsure yes gives way to the next label and stays an alternative.
+    let order = model::ranking(p, min_affirm);
     let best = order[0];
     let alternatives = order[1..]
         .iter()

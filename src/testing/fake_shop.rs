@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 
-use crate::devtools::demo_store::{Catalogue, authorised, operation_name, unauthorized};
+use crate::devtools::demo_store::{
+    Catalogue, authorised, endpoint, lock, operation_name, unauthorized,
+};
 
 /// Faults to inject; counts are consumed one per request.
 #[derive(Debug, Clone, Default)]
@@ -109,11 +111,7 @@ impl FakeShopify {
 
     /// The GraphQL endpoint.
     pub fn url(&self) -> String {
-        format!(
-            "http://{}/admin/api/{}/graphql.json",
-            self.addr,
-            crate::commerce::shop::API_VERSION
-        )
+        endpoint(self.addr)
     }
 
     /// Changes the faults.
@@ -148,10 +146,6 @@ impl FakeShopify {
     pub fn order(&self, name: &str) -> Option<Value> {
         lock(&self.shared.store).order(name)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counts a request as abandoned unless it was answered.

@@ -551,45 +551,22 @@ async fn speech_over_a_reply_clears_it_and_backchannels_over_it_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomers_simulated_calls_look_up_a_demo_order_and_the_bot_speaks_no_json() {
     let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
-    let app = spawn_app(&pipeline, |_| {}).await;
-    if app.state.realtime != "simulator" || app.state.store != "demo" {
-        eprintln!("skipped: OPENAI_API_KEY or Shopify settings are set");
+    if !offline() {
         return;
     }
+    let app = spawn_app(&pipeline, |_| {}).await;
+    assert_eq!((app.state.realtime, app.state.store), ("simulator", "demo"));
     let (_, body) = caly::devtools::simulate::http_get(&app.addr.to_string(), "/readyz")
         .await
         .unwrap();
     assert!(body.contains("\"store\":\"demo\""), "{body}");
-    let options = caly::devtools::simulate::SimulateOptions {
-        url: app.url("sample-rate=8000"),
-        calls: 2,
-        audio: None,
-        duration: Duration::from_secs(20),
-        chunk_ms: 100,
-        stagger: Duration::ZERO,
-        barge_in: false,
-        truth: None,
-        probes: false,
-        server_pid: None,
-        auth: None,
-    };
-    let report = caly::devtools::simulate::run(options).await.unwrap();
-    assert_eq!(report.completed, 2, "{report:?}");
+    let report = simulate_calls(&app, 2, 20).await;
     for i in 0..2 {
-        let sid = caly::devtools::simulate::call_sid(&report.run, i);
-        let sid = sid.as_str();
-        let detail = within(Duration::from_secs(10), "the call's records", async {
-            loop {
-                if let Some(d) = app.state.db.call_detail(sid).await.unwrap()
-                    && d.actions.iter().any(|a| a.status == "done")
-                    && d.transcript
-                        .iter()
-                        .any(|s| s.speaker == "bot" && s.text.contains("1001"))
-                {
-                    return d;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let detail = recorded(&app, &report, i, |d| {
+            d.actions.iter().any(|a| a.status == "done")
+                && d.transcript
+                    .iter()
+                    .any(|s| s.speaker == "bot" && s.text.contains("1001"))
         })
         .await;
         let bot: Vec<&str> = detail
@@ -622,40 +599,19 @@ async fn a_newcomers_simulated_calls_look_up_a_demo_order_and_the_bot_speaks_no_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_demo_store_the_bot_says_the_store_is_not_connected() {
     let pipeline = std::fs::read_to_string(repo("pipelines/default.toml")).unwrap();
-    let app = spawn_app(&pipeline, |a| a.no_demo_store = true).await;
-    if app.state.realtime != "simulator" || app.state.store != "unconfigured" {
-        eprintln!("skipped: OPENAI_API_KEY or Shopify settings are set");
+    if !offline() {
         return;
     }
+    let app = spawn_app(&pipeline, |a| a.no_demo_store = true).await;
+    assert_eq!(app.state.store, "unconfigured");
     assert!(app.state.demo_store.is_none());
-    let options = caly::devtools::simulate::SimulateOptions {
-        url: app.url("sample-rate=8000"),
-        calls: 1,
-        audio: None,
-        duration: Duration::from_secs(12),
-        chunk_ms: 100,
-        stagger: Duration::ZERO,
-        barge_in: false,
-        truth: None,
-        probes: false,
-        server_pid: None,
-        auth: None,
-    };
-    let report = caly::devtools::simulate::run(options).await.unwrap();
-    assert_eq!(report.completed, 1, "{report:?}");
-    let detail = within(Duration::from_secs(10), "the call's records", async {
-        loop {
-            let sid = caly::devtools::simulate::call_sid(&report.run, 0);
-            if let Some(d) = app.state.db.call_detail(&sid).await.unwrap()
-                && let Some(a) = d.actions.first()
-                && d.transcript
-                    .iter()
-                    .any(|s| s.speaker == "bot" && s.text == a.detail)
-            {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let report = simulate_calls(&app, 1, 12).await;
+    let detail = recorded(&app, &report, 0, |d| {
+        d.actions.first().is_some_and(|a| {
+            d.transcript
+                .iter()
+                .any(|s| s.speaker == "bot" && s.text == a.detail)
+        })
     })
     .await;
     assert_eq!(detail.actions[0].status, "not_configured", "{detail:?}");
@@ -699,26 +655,16 @@ async fn a_calls_cost_is_its_reported_usage_at_the_price_tables_rates() {
         "as_of = \"2026-12-01\"\ncurrency = \"USD\"\n[models.\"gpt-realtime-2.1\"]\ntext_in = 1.0\ntext_in_cached = 0.5\ntext_out = 2.0\naudio_in = 10.0\naudio_in_cached = 0.25\naudio_out = 20.0\n",
     )
     .unwrap();
-    let app = spawn_app(&pipeline, |a| a.prices = Some(table.clone())).await;
-    let Some(sim) = app.state.simulator.clone() else {
-        eprintln!("skipped: OPENAI_API_KEY is set");
+    if !offline() {
         return;
-    };
-    let options = caly::devtools::simulate::SimulateOptions {
-        url: app.url("sample-rate=8000"),
-        calls: 1,
-        audio: None,
-        duration: Duration::from_secs(12),
-        chunk_ms: 100,
-        stagger: Duration::ZERO,
-        barge_in: false,
-        truth: None,
-        probes: false,
-        server_pid: None,
-        auth: None,
-    };
-    let report = caly::devtools::simulate::run(options).await.unwrap();
-    assert_eq!(report.completed, 1, "{report:?}");
+    }
+    let app = spawn_app(&pipeline, |a| a.prices = Some(table.clone())).await;
+    let sim = app
+        .state
+        .simulator
+        .clone()
+        .expect("offline: the simulator plays the model");
+    let report = simulate_calls(&app, 1, 12).await;
     let sent = sim.usage_sent();
     assert!(sent.len() >= 3, "{sent:?}");
     let n = |u: &serde_json::Value, path: &str| u.pointer(path).and_then(|v| v.as_u64()).unwrap();
@@ -738,18 +684,9 @@ async fn a_calls_cost_is_its_reported_usage_at_the_price_tables_rates() {
             / 1e6;
         audio_out += n(u, "/output_token_details/audio_tokens");
     }
-    let call = within(Duration::from_secs(10), "the call's row", async {
-        loop {
-            let sid = caly::devtools::simulate::call_sid(&report.run, 0);
-            if let Some(c) = app.state.db.find_call(&sid).await.unwrap()
-                && c.ended_at.is_some()
-            {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let call = recorded(&app, &report, 0, |d| d.call.ended_at.is_some())
+        .await
+        .call;
     assert!(expected > 0.0);
     assert!(
         (call.cost_usd - expected).abs() < 1e-12,
@@ -779,4 +716,61 @@ async fn a_calls_cost_is_its_reported_usage_at_the_price_tables_rates() {
             .map(|u| n(u, "/total_tokens") + n(u, "/input_token_details/cached_tokens"))
             .sum::<u64>()
     );
+}
+
+/// Whether the environment leaves the server offline: no OpenAI key (the Realtime simulator
+/// plays the model) and no Shopify settings (the demo store, unless turned off). The tests
+/// of the offline mode skip otherwise, and only then.
+fn offline() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+    if set("OPENAI_API_KEY") || set("SHOPIFY_ACCESS_TOKEN") {
+        eprintln!("skipped: OPENAI_API_KEY or Shopify settings are set");
+        return false;
+    }
+    true
+}
+
+/// `caly simulate`'s calls (generated speech, no probes) against `app`; every one completes.
+async fn simulate_calls(
+    app: &crate::helpers::TestApp,
+    calls: usize,
+    secs: u64,
+) -> caly::devtools::simulate::SimReport {
+    let options = caly::devtools::simulate::SimulateOptions {
+        url: app.url("sample-rate=8000"),
+        calls,
+        audio: None,
+        duration: Duration::from_secs(secs),
+        chunk_ms: 100,
+        stagger: Duration::ZERO,
+        barge_in: false,
+        truth: None,
+        probes: false,
+        server_pid: None,
+        auth: None,
+    };
+    let report = caly::devtools::simulate::run(options).await.unwrap();
+    assert_eq!(report.completed, calls, "{report:?}");
+    report
+}
+
+/// Call `index` of a simulated run as its records hold it, once `ready` says they are written.
+async fn recorded(
+    app: &crate::helpers::TestApp,
+    report: &caly::devtools::simulate::SimReport,
+    index: usize,
+    ready: impl Fn(&caly::store::read::CallDetail) -> bool,
+) -> caly::store::read::CallDetail {
+    let sid = caly::devtools::simulate::call_sid(&report.run, index);
+    within(Duration::from_secs(10), "the call's records", async {
+        loop {
+            if let Some(d) = app.state.db.call_detail(&sid).await.unwrap()
+                && ready(&d)
+            {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
 }

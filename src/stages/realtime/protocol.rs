@@ -613,8 +613,9 @@ pub struct TokenKinds {
 }
 
 impl Usage {
-    /// The tokens by kind. Without details, input and output count as text (the cheaper
-    /// reading is never assumed for audio); cached tokens without their split go to text first.
+    /// The tokens by kind. Without details the split is unknown and everything counts as text
+    /// (so a cost from it is a lower bound); cached tokens without their own split are taken
+    /// from text first, then audio.
     pub fn by_kind(&self) -> crate::engine::frame::TokenUse {
         let (text_in, audio_in, cached, cached_kinds) = match &self.input_token_details {
             Some(d) => (d.text_tokens, d.audio_tokens, d.cached_tokens, d.cached_tokens_details.clone()),
@@ -734,5 +735,35 @@ mod tests {
         assert!(!e("response_cancel_not_active").is_fatal());
         assert!(!e("session_expired").is_fatal());
         assert!(e("session_expired").ends_socket());
+    }
+
+    #[test]
+    fn usage_is_split_by_kind_with_or_without_the_details() {
+        let detailed: Usage = serde_json::from_str(
+            r#"{"total_tokens":1750,"input_tokens":1500,"output_tokens":250,
+                "input_token_details":{"text_tokens":1000,"audio_tokens":500,"cached_tokens":600,
+                    "cached_tokens_details":{"text_tokens":400,"audio_tokens":200}},
+                "output_token_details":{"text_tokens":50,"audio_tokens":200}}"#,
+        )
+        .unwrap();
+        let k = detailed.by_kind();
+        assert_eq!(
+            (k.text_in, k.text_in_cached, k.audio_in, k.audio_in_cached, k.text_out, k.audio_out),
+            (1000, 400, 500, 200, 50, 200)
+        );
+        // Cached without its split: text first, then audio, never more than there was.
+        let unsplit: Usage = serde_json::from_str(
+            r#"{"input_tokens":300,"output_tokens":10,
+                "input_token_details":{"text_tokens":100,"audio_tokens":200,"cached_tokens":250}}"#,
+        )
+        .unwrap();
+        let k = unsplit.by_kind();
+        assert_eq!((k.text_in_cached, k.audio_in_cached, k.text_out), (100, 150, 10));
+        // No details at all: everything is text.
+        let bare: Usage =
+            serde_json::from_str(r#"{"total_tokens":40,"input_tokens":30,"output_tokens":10}"#)
+                .unwrap();
+        let k = bare.by_kind();
+        assert_eq!((k.text_in, k.audio_in, k.text_out, k.audio_out), (30, 0, 10, 0));
     }
 }
