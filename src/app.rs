@@ -49,6 +49,8 @@ pub struct App {
     key_uses: KeyUses,
     /// `CALY_RETENTION_DAYS`.
     retention: Option<Duration>,
+    /// Where the live board relays to the other instances (PostgreSQL only).
+    database_url: String,
 }
 
 impl App {
@@ -221,6 +223,7 @@ impl App {
             recorder: Some(recorder.clone()),
             hand_offs: Arc::default(),
             prices: Arc::new(prices),
+            live: Some(crate::call::LiveBoard::for_this_process()),
         };
         Ok(App {
             listener,
@@ -241,6 +244,7 @@ impl App {
                 webhook_token: args.webhook_token.as_deref().map(Arc::from),
                 limiter: crate::http::state::limiter(args.api_quota()),
                 key_use: Arc::new(key_use),
+                live_streams: Arc::new(Semaphore::new(crate::http::console::MAX_LIVE_STREAMS)),
             },
             grace: args.drain_grace(),
             limits: args.http_limits(),
@@ -248,6 +252,7 @@ impl App {
             reconcile,
             key_uses,
             retention: args.retention(),
+            database_url: args.database_url.clone(),
         })
     }
 
@@ -300,6 +305,10 @@ impl App {
                 let _ = tokio::time::timeout(END_CALLS_TIMEOUT, state.calls.wait()).await;
             }
             tracing::info!("Drained; shutting down.");
+            // The console's live streams end with the server.
+            if let Some(board) = &state.calls_config.live {
+                board.close();
+            }
         };
         // Changes an earlier process claimed and never settled (it died mid-change): each is
         // looked up on its order while the server already serves; ended with the server.
@@ -326,6 +335,21 @@ impl App {
             );
             tokio::spawn(self.state.db.clone().retain(keep))
         });
+        // Live calls shared with the other instances on the same PostgreSQL database; ends when
+        // the board closes.
+        let relaying = self
+            .state
+            .calls_config
+            .live
+            .clone()
+            .filter(|_| self.state.db.backend() == crate::store::Backend::Postgres)
+            .map(|board| {
+                tokio::spawn(crate::call::live::relay(
+                    board,
+                    self.state.db.clone(),
+                    self.database_url.clone(),
+                ))
+            });
         let metrics = self.state.calls_config.metrics.clone();
         crate::http::server::serve(
             self.listener,
@@ -335,7 +359,7 @@ impl App {
             drained,
         )
         .await;
-        for task in [reconciling, retaining, Some(key_uses)]
+        for task in [reconciling, retaining, relaying, Some(key_uses)]
             .into_iter()
             .flatten()
         {

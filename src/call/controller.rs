@@ -27,6 +27,7 @@ use crate::call::conversation::{
 use crate::call::graphs::GraphSet;
 use crate::call::handoffs::HandOffs;
 use crate::call::ledger::Ledger;
+use crate::call::live::{Activity, LiveBoard, Tracked};
 use crate::call::playout::{ChunkRules, Outbound};
 use crate::call::record::CallLog;
 use crate::call::report::{CallEnd, CallReport};
@@ -76,6 +77,8 @@ pub struct CallConfig {
     pub hand_offs: Arc<HandOffs>,
     /// What the model's tokens cost.
     pub prices: Arc<crate::call::cost::Prices>,
+    /// Calls in progress, for the console; `None` keeps no board.
+    pub live: Option<Arc<LiveBoard>>,
 }
 
 /// The call once the stream has started.
@@ -126,6 +129,12 @@ struct State<'c> {
     response_active: bool,
     /// The caller is speaking (by the VAD or the model).
     caller_talking: bool,
+    /// The model has called a tool and not yet started the response that answers it.
+    tool_running: bool,
+    /// When the stream started (where timeline events are placed).
+    stream_started: Option<Instant>,
+    /// The call's entry on the live board.
+    live: Option<Tracked>,
 }
 
 /// A hang-up waiting for the bot's last words to play.
@@ -167,6 +176,9 @@ pub async fn run_call<T: Transport>(
         talk: Conversation::new(ConversationSpec::default()),
         response_active: false,
         caller_talking: false,
+        tool_running: false,
+        stream_started: None,
+        live: None,
     };
     // Timers, each registered once and moved only when its deadline does: a media message
     // only bumps `idle_deadline`, and the idle timer re-arms lazily when it fires early.
@@ -271,6 +283,7 @@ pub async fn run_call<T: Transport>(
         if !st.pump_outbound(&mut transport).await {
             break CallEnd::SocketLost;
         }
+        st.live_refresh(Instant::now());
     };
     st.finish(end, &mut transport, started).await
 }
@@ -451,8 +464,25 @@ impl State<'_> {
                 pipeline: graph.name.clone(),
                 at_ms: crate::store::now_ms(),
             });
-            self.log = Some(CallLog::new(recorder.clone(), id, start.call_sid.clone()));
+            self.log = Some(CallLog::new(
+                recorder.clone(),
+                id.clone(),
+                start.call_sid.clone(),
+            ));
         }
+        if let Some(board) = &self.config.live {
+            let id = self
+                .log
+                .as_ref()
+                .map_or_else(|| call_id.to_string(), |log| log.id().to_owned());
+            self.live = Some(Tracked::start(
+                Arc::clone(board),
+                id,
+                start.call_sid.clone(),
+                start.from.as_deref(),
+            ));
+        }
+        self.stream_started = Some(Instant::now());
         self.config.metrics.calls_active.inc();
         self.talk = Conversation::new(
             graph
@@ -513,9 +543,14 @@ impl State<'_> {
                     self.caller_turn_ended();
                 }
             }
-            SignalKind::Event(Event::ToolCall { .. }) => self.talk.tool_called(Instant::now()),
+            SignalKind::Event(Event::ToolCall { ref name, .. }) => {
+                self.talk.tool_called(Instant::now());
+                self.tool_running = true;
+                self.event("tool_call", name.clone());
+            }
             SignalKind::Event(Event::ResponseStarted { .. }) => {
                 self.talk.response_started();
+                self.tool_running = false;
                 self.response_active = true;
                 if let Some(h) = self.hangup.as_mut() {
                     h.reply_seen = true;
@@ -527,10 +562,14 @@ impl State<'_> {
             }
             SignalKind::Event(Event::IntentDetected {
                 intent: crate::vocab::Intent::Goodbye,
+                confidence,
                 accepted: true,
                 is_final: true,
                 ..
             }) if self.talk.spec().hang_up_on_goodbye => {
+                if let Some(live) = self.live.as_mut() {
+                    live.intent(crate::vocab::Intent::Goodbye.name(), confidence);
+                }
                 self.hang_up(
                     CallEnd::CompletedByBot,
                     "the caller said goodbye".into(),
@@ -541,6 +580,16 @@ impl State<'_> {
             SignalKind::Event(Event::ReplyAudioStarted { .. }) => {
                 self.talk.model_spoke();
                 self.ledger.model_audio(at);
+            }
+            SignalKind::Event(Event::IntentDetected {
+                intent,
+                confidence,
+                is_final: true,
+                ..
+            }) => {
+                if let Some(live) = self.live.as_mut() {
+                    live.intent(intent.name(), confidence);
+                }
             }
             SignalKind::Event(Event::ModelReconnected { .. }) => {
                 self.config.metrics.realtime_reconnects.inc();
@@ -584,10 +633,11 @@ impl State<'_> {
             return;
         }
         tracing::info!(by, %reason, end = end.label(), "Ending the call once the bot's last words have played.");
-        if end == CallEnd::HandedOff
-            && let Some(sid) = self.report.call_sid.as_deref()
-        {
-            self.config.hand_offs.insert(sid);
+        if end == CallEnd::HandedOff {
+            if let Some(sid) = self.report.call_sid.as_deref() {
+                self.config.hand_offs.insert(sid);
+            }
+            self.event("hand_off", reason.clone());
         }
         self.report.hangup_reason = Some(reason);
         let now = Instant::now();
@@ -627,6 +677,7 @@ impl State<'_> {
                 self.report.keypad_entries += 1;
                 call.pipeline
                     .control_all(&Control::CallerText(keypad_text(&digits)));
+                self.event("keypad", digits.to_string());
             }
             Keys::HandOff => {
                 call.pipeline
@@ -681,6 +732,7 @@ impl State<'_> {
             tracing::debug!("A tool is slow: the bot says a filler.");
             self.report.fillers += 1;
             call.pipeline.control_all(&Control::Say(FILLER.into()));
+            self.event("filler", FILLER.into());
         }
         let Some(idle) = self.talk.on_idle(now) else {
             return;
@@ -696,6 +748,7 @@ impl State<'_> {
                 );
                 self.report.idle_prompts += 1;
                 call.pipeline.control_all(&Control::Say(IDLE_PROMPT.into()));
+                self.event("idle_prompt", format!("prompt {n}"));
             }
             Idle::GiveUp => {
                 call.pipeline
@@ -757,6 +810,16 @@ impl State<'_> {
         call.pipeline.control_all(&Control::Interrupt { heard });
         self.report.barge_ins.push(reaction);
         self.config.metrics.barge_ins.inc();
+        if let Some(live) = self.live.as_mut() {
+            live.barge_in();
+        }
+        self.event(
+            "barge_in",
+            format!(
+                "the caller cut in after {} ms of the reply",
+                heard.as_millis()
+            ),
+        );
         self.config
             .metrics
             .barge_in_reaction_seconds
@@ -789,7 +852,44 @@ impl State<'_> {
         if let Some(log) = self.log.as_mut() {
             log.on_bus(&BusKind::Latency(turn));
         }
+        if let Some(live) = self.live.as_mut() {
+            live.turn();
+        }
         self.report.turns.push(turn);
+    }
+
+    /// Puts something on the call's timeline (the record's `events`).
+    fn event(&mut self, kind: &'static str, detail: String) {
+        let (Some(log), Some(started)) = (self.log.as_mut(), self.stream_started) else {
+            return;
+        };
+        log.event(kind, started.elapsed(), detail);
+    }
+
+    /// What the call is doing now, for the live board (published only when it changed).
+    fn live_refresh(&mut self, now: Instant) {
+        if self.live.is_none() {
+            return;
+        }
+        let bot = self.reply_open
+            || self.response_active
+            || self
+                .call
+                .as_ref()
+                .is_some_and(|c| c.outbound.is_playing(now));
+        let activity = if self.tool_running {
+            Activity::ToolRunning
+        } else if self.caller_talking {
+            Activity::CallerSpeaking
+        } else if bot {
+            Activity::BotSpeaking
+        } else {
+            Activity::Listening
+        };
+        if let Some(live) = self.live.as_mut() {
+            live.activity(activity);
+            live.flush();
+        }
     }
 
     fn drain_sink(&mut self, alive: bool) {
@@ -922,6 +1022,9 @@ impl State<'_> {
         );
         if let Some(log) = self.log.take() {
             log.end(&self.report);
+        }
+        if let Some(live) = self.live.take() {
+            live.end(end.label());
         }
         self.report
     }

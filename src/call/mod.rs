@@ -9,6 +9,7 @@
 //! - [`conversation`]: turn-taking, the silent caller, the keypad (sans-IO; `[conversation]`);
 //! - [`handoffs`]: calls handed to a person, for the provider's flow to ask about;
 //! - [`ledger`]: per-turn latency (sans-IO);
+//! - [`live`]: calls in progress for the console, shared across instances on PostgreSQL;
 //! - [`record`]: the call's record, off the telemetry bus into the store's recorder;
 //! - [`report`]: why a call ended and what happened in it;
 //! - [`cost`]: what a call's model use costs, from a per-model price table;
@@ -20,6 +21,7 @@ pub mod cost;
 pub(crate) mod graphs;
 pub(crate) mod handoffs;
 pub(crate) mod ledger;
+pub mod live;
 pub mod playout;
 pub(crate) mod record;
 pub(crate) mod report;
@@ -29,6 +31,7 @@ pub use controller::{CallConfig, run_call};
 pub use conversation::ConversationSpec;
 pub use graphs::GraphSet;
 pub use handoffs::HandOffs;
+pub use live::{LiveBoard, LiveCall, LiveEvent};
 pub use report::{CallEnd, CallReport};
 pub use transport::{Gone, Inbound, StreamStart, Transport};
 

@@ -15,7 +15,12 @@ pub(crate) struct CallLog {
     segments: i64,
     intents: i64,
     turns: i64,
+    events: i64,
 }
+
+/// Most timeline events a call records (a stuck keypad or a flapping caller cannot grow its
+/// record without bound).
+const MAX_EVENTS: i64 = 1_000;
 
 impl CallLog {
     /// A call's log, once its stream has started.
@@ -27,7 +32,29 @@ impl CallLog {
             segments: 0,
             intents: 0,
             turns: 0,
+            events: 0,
         }
+    }
+
+    /// The call's record id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Something on the call's timeline, `at` into the call.
+    pub(crate) fn event(&mut self, kind: &'static str, at: std::time::Duration, detail: String) {
+        if self.events >= MAX_EVENTS {
+            return;
+        }
+        self.events += 1;
+        self.recorder.record(Record::CallEvent {
+            call_id: self.id.clone(),
+            seq: self.events - 1,
+            kind,
+            pts_ms: i64::try_from(at.as_millis()).unwrap_or(i64::MAX),
+            detail,
+            at_ms: crate::store::now_ms(),
+        });
     }
 
     /// Turns what the pipeline published into a record, if it is one worth keeping.

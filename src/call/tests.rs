@@ -162,6 +162,7 @@ fn config(pipeline: &str, rate: u32, tweak: impl FnOnce(&mut CallConfig)) -> Cal
         recorder: None,
         hand_offs: Arc::default(),
         prices: Arc::new(crate::call::cost::Prices::builtin().unwrap()),
+        live: None,
     };
     tweak(&mut config);
     config

@@ -1,5 +1,6 @@
 //! The HTTP edges: every route, merged from one small router per resource.
 
+pub(crate) mod console; // /console pages, console sign-in/out, GET /v1/console/live (server-sent events)
 pub(crate) mod error; // ApiError: a status and {"error": {"code", "message"}}
 pub(crate) mod exotel; // GET /v1/exotel/stream: the AgentStream WebSocket
 pub(crate) mod health; // GET /healthz, GET /readyz
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(exotel::router())
         .merge(webhooks::router())
         .merge(rest::router())
+        .merge(console::router())
         .merge(openapi::router())
         .with_state(state)
 }

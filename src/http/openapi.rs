@@ -22,10 +22,15 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
         rest::get_transcript,
         rest::list_actions,
         rest::get_kpis,
+        rest::get_series,
         rest::erase_call,
         rest::list_keys,
         rest::create_key,
-        rest::revoke_key
+        rest::revoke_key,
+        super::console::sign_in,
+        super::console::get_session,
+        super::console::sign_out,
+        super::console::get_live
     ),
     components(schemas(
         CallSummary,
@@ -34,6 +39,10 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
         IntentRow,
         ActionRow,
         Kpis,
+        crate::store::read::SeriesBucket,
+        crate::store::read::TurnRow,
+        crate::store::read::CallEventRow,
+        rest::Series,
         crate::engine::frame::TokenUse,
         rest::CallPage,
         rest::ActionPage,
@@ -44,7 +53,12 @@ use crate::store::read::{ActionRow, CallDetail, CallSummary, IntentRow, Kpis, Se
         rest::Erased,
         crate::store::keys::KeyInfo,
         rest::ErrorBody,
-        rest::ErrorDetail
+        rest::ErrorDetail,
+        super::console::SignIn,
+        super::console::Session,
+        crate::call::live::LiveCall,
+        crate::call::live::LiveEvent,
+        crate::call::live::Activity
     )),
     modifiers(&Bearer)
 )]
@@ -59,6 +73,13 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // The console's session: read routes only.
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new(super::console::COOKIE),
+            )),
+        );
     }
 }
 
@@ -72,9 +93,12 @@ const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/v1/calls/{id}/transcript", "read", true),
     ("get", "/v1/actions", "read", true),
     ("get", "/v1/analytics/kpis", "read", true),
+    ("get", "/v1/analytics/series", "read", true),
     ("get", "/v1/apikeys", "admin", false),
     ("post", "/v1/apikeys", "admin", true),
     ("delete", "/v1/apikeys/{id}", "admin", true),
+    ("get", "/v1/console/session", "read", false),
+    ("get", "/v1/console/live", "read", false),
 ];
 
 fn error(description: &str) -> Value {
@@ -125,7 +149,14 @@ fn refine(doc: &mut Value) {
         } else {
             op.insert("parameters".into(), Value::Array(parameters));
         }
-        op.insert("security".into(), json!([{ "bearer": [scope] }]));
+        // Read routes also take the console's session cookie; routes that change things take
+        // only a bearer key.
+        let security = if scope == "read" {
+            json!([{ "bearer": [scope] }, { "session": [] }])
+        } else {
+            json!([{ "bearer": [scope] }])
+        };
+        op.insert("security".into(), security);
         op.insert("x-required-scope".into(), Value::String(scope.to_owned()));
         let responses = op
             .entry("responses")
@@ -189,6 +220,39 @@ fn refine(doc: &mut Value) {
                 },
             }),
         );
+    }
+    // Signing in and out needs no credentials; signing in is a body route.
+    if let Some(responses) = doc
+        .pointer_mut("/paths/~1v1~1console~1session/post/responses")
+        .and_then(Value::as_object_mut)
+    {
+        for (status, what) in [
+            (
+                "408",
+                "The request was not complete within the request timeout.",
+            ),
+            ("413", "The body is over 1 KiB."),
+            ("429", "Past the key's request rate."),
+            ("503", "The call records database is unavailable."),
+        ] {
+            responses.entry(status).or_insert(error(what));
+        }
+    }
+    for method in ["post", "delete"] {
+        if let Some(op) = doc
+            .pointer_mut(&format!("/paths/~1v1~1console~1session/{method}"))
+            .and_then(Value::as_object_mut)
+        {
+            op.insert("security".into(), json!([]));
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses
+                    .entry("503")
+                    .or_insert(error("The call records database is unavailable."));
+                responses.entry("408").or_insert(error(
+                    "The request was not complete within the request timeout.",
+                ));
+            }
+        }
     }
     if let Some(paths) = doc.pointer_mut("/paths").and_then(Value::as_object_mut) {
         for (path, item) in exotel_routes() {

@@ -49,21 +49,31 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/calls/{id}/transcript", get(get_transcript))
         .route("/v1/actions", get(list_actions))
         .route("/v1/analytics/kpis", get(get_kpis))
+        .route("/v1/analytics/series", get(get_series))
         .route("/v1/apikeys", get(list_keys).post(create_key))
         .route("/v1/apikeys/{id}", delete(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-/// Checks the bearer key, its scope and its rate.
+/// Checks the caller's key, its scope and its rate: a bearer key, or else the console's
+/// session cookie (a session reads only: it acts with at most `read` scope, so nothing a
+/// browser sends on its own can change a record).
 pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     needs: Scope,
 ) -> Result<ApiKey, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(
-            "Send an API key as `Authorization: Bearer <key>`.",
-        ));
+        let Some(token) = super::console::session_cookie(headers) else {
+            return Err(ApiError::unauthorized(
+                "Send an API key as `Authorization: Bearer <key>`.",
+            ));
+        };
+        let mut key = state.db.check_session(token).await?.ok_or_else(|| {
+            ApiError::unauthorized("The console session has ended; sign in again.")
+        })?;
+        key.scope = key.scope.min(Scope::Read);
+        return admit(state, key, needs);
     };
     let token = value
         .to_str()
@@ -80,6 +90,11 @@ pub(crate) async fn authorize(
         .check_api_key(token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("The API key is not valid."))?;
+    admit(state, key, needs)
+}
+
+/// A key that checked out, against the route's scope and the key's rate.
+pub(crate) fn admit(state: &AppState, key: ApiKey, needs: Scope) -> Result<ApiKey, ApiError> {
     state.key_use.used(&key.id, now_ms());
     if key.scope < needs {
         return Err(ApiError::forbidden(format!(
@@ -183,6 +198,23 @@ pub(crate) fn query_rules(route: &str) -> Vec<(&'static str, Rule, &'static str)
                 "until",
                 Rule::Time,
                 "End (exclusive): RFC 3339 or epoch ms; default now.",
+            ),
+        ],
+        "/v1/analytics/series" => vec![
+            (
+                "since",
+                Rule::Time,
+                "Start (inclusive): RFC 3339 or epoch ms; default one bucket count before `until`.",
+            ),
+            (
+                "until",
+                Rule::Time,
+                "End (exclusive): RFC 3339 or epoch ms; default now.",
+            ),
+            (
+                "bucket",
+                Rule::OneOf(vec!["hour", "day"]),
+                "Bucket size (default `hour`); at most 2000 buckets.",
             ),
         ],
         _ => Vec::new(),
@@ -478,6 +510,79 @@ pub(crate) async fn get_kpis(
         .time("since", p.since.as_deref())?
         .unwrap_or(until.saturating_sub(KPI_DEFAULT_DAYS * 86_400_000));
     Ok(Json(state.db.kpis(since, until).await?))
+}
+
+/// `GET /v1/analytics/series` parameters.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SeriesParams {
+    /// Start (inclusive): RFC 3339 or epoch ms.
+    since: Option<String>,
+    /// End (exclusive): RFC 3339 or epoch ms; default now.
+    until: Option<String>,
+    /// `hour` (default) or `day`.
+    bucket: Option<String>,
+}
+
+/// KPIs over time, bucket by bucket (what the console's charts draw).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Series {
+    /// RFC 3339, inclusive.
+    pub since: String,
+    /// RFC 3339, exclusive.
+    pub until: String,
+    /// `hour` or `day`.
+    pub bucket: String,
+    /// Every bucket in the range, in order.
+    pub buckets: Vec<crate::store::read::SeriesBucket>,
+    /// The latency percentiles saw every turn of the range (false past 200,000 turns).
+    pub v2v_complete: bool,
+}
+
+/// KPIs over a time range in hourly or daily buckets, computed in SQL.
+#[utoipa::path(get, path = "/v1/analytics/series",
+    security(("bearer" = ["read"])),
+    responses((status = 200, body = Series), (status = 400, body = ErrorBody)))]
+pub(crate) async fn get_series(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Json<Series>, ApiError> {
+    authorize(&state, &headers, Scope::Read).await?;
+    let p = query(params)?;
+    let rules = Checks::of("/v1/analytics/series");
+    let bucket = rules
+        .get("bucket", p.bucket.as_deref())?
+        .unwrap_or("hour")
+        .to_owned();
+    let bucket_ms: i64 = if bucket == "day" {
+        86_400_000
+    } else {
+        3_600_000
+    };
+    let until = rules
+        .time("until", p.until.as_deref())?
+        .unwrap_or_else(now_ms);
+    let since = rules
+        .time("since", p.since.as_deref())?
+        .unwrap_or(until.saturating_sub(if bucket == "day" { 30 } else { 24 } * bucket_ms));
+    if since >= until {
+        return Err(ApiError::bad_request("`since` must be before `until`."));
+    }
+    let buckets = (until - since + bucket_ms - 1) / bucket_ms;
+    if buckets > crate::store::read::MAX_BUCKETS {
+        return Err(ApiError::bad_request(format!(
+            "The range holds {buckets} {bucket}s; at most {} buckets: narrow it or use a bigger bucket.",
+            crate::store::read::MAX_BUCKETS
+        )));
+    }
+    let (buckets, v2v_complete) = state.db.series(since, until, bucket_ms).await?;
+    Ok(Json(Series {
+        since: crate::store::read::rfc3339(since),
+        until: crate::store::read::rfc3339(until),
+        bucket,
+        buckets,
+        v2v_complete,
+    }))
 }
 
 /// `POST /v1/apikeys` body.

@@ -48,6 +48,8 @@ pub struct AppState {
     pub limiter: Arc<KeyLimiter>,
     /// When each API key was last used (written off the request path).
     pub key_use: Arc<KeyUse>,
+    /// One permit per console live stream open at once.
+    pub live_streams: Arc<Semaphore>,
 }
 
 /// Per-key request limiter.

@@ -188,6 +188,11 @@ impl Store {
             .bind(call_id)
             .execute(&mut *tx)
             .await?;
+        // Keypad digits are the caller's words too.
+        sqlx::query("UPDATE call_events SET detail = '' WHERE call_id = $1 AND kind = 'keypad'")
+            .bind(call_id)
+            .execute(&mut *tx)
+            .await?;
         // A change not yet settled keeps what was asked for until reconciliation has looked
         // at the order; settling it then drops it (see `settle_action`).
         sqlx::query(

@@ -307,6 +307,107 @@ impl Store {
     }
 }
 
+/// How long a console session lasts (it ends sooner with its key).
+pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
+/// Most console sessions one key holds; signing in again ends the oldest beyond it.
+pub const MAX_SESSIONS_PER_KEY: i64 = 20;
+
+/// Whether `token` has the shape of a console session token (`cs_` and 48 hex digits).
+fn is_session_token(token: &str) -> bool {
+    token
+        .strip_prefix("cs_")
+        .is_some_and(|t| t.len() == 48 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl Store {
+    /// Starts a console session for key `key_id` (already checked): a new random token for
+    /// the browser's cookie (only its hash is stored) and when it expires (epoch ms), never
+    /// after the key does. Expired sessions are dropped and the key keeps at most
+    /// [`MAX_SESSIONS_PER_KEY`].
+    pub async fn create_session(&self, key_id: &str) -> Result<(String, i64), StoreError> {
+        let token = format!("cs_{}", random_token(24));
+        let now = now_ms();
+        let (mut tx, _turn) = self.begin_write().await?;
+        self.count_query();
+        let key_expiry: Option<i64> = sqlx::query("SELECT expires_at FROM api_keys WHERE id = $1")
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get::<Option<i64>, _>("expires_at"))
+            .transpose()?
+            .flatten();
+        let expires = key_expiry.map_or(now + SESSION_TTL_MS, |k| k.min(now + SESSION_TTL_MS));
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM console_sessions WHERE key_id = $1 AND hash NOT IN \
+             (SELECT hash FROM console_sessions WHERE key_id = $1 \
+              ORDER BY created_at DESC, hash DESC LIMIT $2)",
+        )
+        .bind(key_id)
+        .bind(MAX_SESSIONS_PER_KEY - 1)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO console_sessions (hash, key_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash(&token))
+        .bind(key_id)
+        .bind(now)
+        .bind(expires)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((token, expires))
+    }
+
+    /// The key a console session acts as, if the session has not expired or ended and the key
+    /// is still live.
+    pub async fn check_session(&self, token: &str) -> Result<Option<ApiKey>, StoreError> {
+        if !is_session_token(token) {
+            return Ok(None);
+        }
+        let now = now_ms();
+        self.count_query();
+        let row = sqlx::query(
+            "SELECT k.id, k.name, k.scope FROM console_sessions s JOIN api_keys k ON k.id = s.key_id \
+             WHERE s.hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL \
+             AND (k.expires_at IS NULL OR k.expires_at > $2)",
+        )
+        .bind(hash(token))
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let scope: String = row.try_get("scope")?;
+        Ok(Some(ApiKey {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            scope: scope.parse().unwrap_or(Scope::Read),
+        }))
+    }
+
+    /// Ends a console session (sign-out); `false` if there was none.
+    pub async fn end_session(&self, token: &str) -> Result<bool, StoreError> {
+        if !is_session_token(token) {
+            return Ok(false);
+        }
+        let (mut tx, _turn) = self.begin_write().await?;
+        self.count_query();
+        let done = sqlx::query("DELETE FROM console_sessions WHERE hash = $1")
+            .bind(hash(token))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

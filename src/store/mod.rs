@@ -13,10 +13,12 @@
 pub mod actions;
 pub mod erase;
 pub mod keys;
+pub mod notify;
 pub mod read;
 pub mod recorder;
 pub mod write;
 
+pub use notify::listen;
 pub use recorder::{Recorder, RecorderConfig, RecorderStats, RecorderTask};
 pub use write::{Record, Webhook, WebhookKind, WebhookOutcome};
 
@@ -137,7 +139,7 @@ impl Store {
 
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let sources: [(i64, &str, &'static str); 4] = match self.backend {
+        let sources: [(i64, &str, &'static str); 5] = match self.backend {
             Backend::Sqlite => [
                 (
                     1,
@@ -158,6 +160,11 @@ impl Store {
                     4,
                     "model_usage",
                     include_str!("../../migrations/sqlite/0004_model_usage.sql"),
+                ),
+                (
+                    5,
+                    "console",
+                    include_str!("../../migrations/sqlite/0005_console.sql"),
                 ),
             ],
             Backend::Postgres => [
@@ -180,6 +187,11 @@ impl Store {
                     4,
                     "model_usage",
                     include_str!("../../migrations/postgres/0004_model_usage.sql"),
+                ),
+                (
+                    5,
+                    "console",
+                    include_str!("../../migrations/postgres/0005_console.sql"),
                 ),
             ],
         };
@@ -249,6 +261,8 @@ impl Store {
             "webhook_events",
             "api_keys",
             "erasures",
+            "console_sessions",
+            "call_events",
         ];
         let Some(table) = TABLES.iter().find(|t| **t == table) else {
             return Err(StoreError::Db(sqlx::Error::Protocol(format!(

@@ -1,6 +1,6 @@
 //! What the REST API asks. Every answer is a fixed number of queries, whatever the data:
 //! lists are keyset-paginated on `(time DESC, id DESC)` and filtered in SQL; a call's detail is
-//! four queries (the call, its transcript, intents, actions); KPIs are SQL aggregates.
+//! six queries (the call, its transcript, intents, actions, turns, events); KPIs are SQL aggregates.
 
 use std::collections::BTreeMap;
 
@@ -283,6 +283,41 @@ pub struct CallDetail {
     pub intents: Vec<IntentRow>,
     /// Agent actions, in order.
     pub actions: Vec<ActionRow>,
+    /// The latency ledger of each turn, in order.
+    pub turns_ledger: Vec<TurnRow>,
+    /// Barge-ins, keypad entries, hand-offs, fillers, prompts and tool calls, in order.
+    pub events: Vec<CallEventRow>,
+}
+
+/// One turn's latency ledger, as the call page charts it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct TurnRow {
+    /// Order in the call, from 0.
+    pub seq: i64,
+    /// End of the caller's speech → the model's first audio.
+    pub model_ms: Option<f64>,
+    /// The model's first audio → the first chunk sent to the caller.
+    pub engine_ms: Option<f64>,
+    /// End of the caller's speech → the first chunk sent.
+    pub v2v_sent_ms: Option<f64>,
+    /// End of the caller's speech → the first chunk played (Exotel echoed its mark).
+    pub v2v_played_ms: Option<f64>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// Something on a call's timeline besides its words.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct CallEventRow {
+    /// Order in the call, from 0.
+    pub seq: i64,
+    /// `barge_in`, `keypad`, `hand_off`, `filler`, `idle_prompt` or `tool_call`.
+    pub kind: String,
+    /// Where it happened in the call.
+    pub pts_ms: i64,
+    /// What it was: the keys pressed, the tool called, the hand-off's reason (empty once the
+    /// call is erased, for keys).
+    pub detail: String,
 }
 
 /// Filters of `GET /v1/calls` (all optional, all combined).
@@ -412,6 +447,35 @@ pub struct Kpis {
     pub cost_per_contained_call_usd: Option<f64>,
 }
 
+/// One bucket of a KPI time series (`GET /v1/analytics/series`).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct SeriesBucket {
+    /// RFC 3339: where the bucket starts (it lasts one `bucket`).
+    pub start: String,
+    /// Calls that started in it.
+    pub calls: i64,
+    /// Of those, answered.
+    pub answered: i64,
+    /// Answered and handled by the bot to the end.
+    pub contained: i64,
+    /// Answered and handed to a person.
+    pub handed_off: i64,
+    /// The model's cost of those calls, in US dollars.
+    pub cost_usd: f64,
+    /// Turns recorded in it with a latency ledger.
+    pub turns: i64,
+    /// Their median voice-to-voice latency.
+    pub v2v_p50_ms: Option<f64>,
+    /// Their 95th percentile voice-to-voice latency.
+    pub v2v_p95_ms: Option<f64>,
+}
+
+/// Most turns a series reads for its latency percentiles; beyond, the rest of the range has
+/// none (`v2v_complete` is false).
+pub const MAX_SERIES_TURNS: i64 = 200_000;
+/// Most buckets a series has.
+pub const MAX_BUCKETS: i64 = 2_000;
+
 fn ratio(part: i64, whole: i64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
@@ -535,7 +599,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// A call with its transcript, intents and actions: four queries, however long the call.
+    /// A call with its transcript, intents, actions, latency ledger and timeline events: six
+    /// queries, however long the call.
     pub async fn call_detail(&self, id_or_sid: &str) -> Result<Option<CallDetail>, StoreError> {
         let Some(call) = self.find_call(id_or_sid).await? else {
             return Ok(None);
@@ -576,11 +641,53 @@ impl Store {
             .iter()
             .map(action_from_row)
             .collect::<Result<Vec<_>, _>>()?;
+        self.count_query();
+        let turns_ledger = sqlx::query(
+            "SELECT seq, model_ms, engine_ms, v2v_sent_ms, v2v_played_ms, created_at FROM turns \
+             WHERE call_id = $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(&call.id)
+        .bind(MAX_PER_CALL)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TurnRow {
+                seq: r.try_get("seq")?,
+                model_ms: r.try_get("model_ms")?,
+                engine_ms: r.try_get("engine_ms")?,
+                v2v_sent_ms: r.try_get("v2v_sent_ms")?,
+                v2v_played_ms: r.try_get("v2v_played_ms")?,
+                at: rfc3339(r.try_get("created_at")?),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        self.count_query();
+        let events = sqlx::query(
+            "SELECT seq, kind, pts_ms, detail FROM call_events WHERE call_id = $1 \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(&call.id)
+        .bind(MAX_PER_CALL)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(CallEventRow {
+                seq: r.try_get("seq")?,
+                kind: r.try_get("kind")?,
+                pts_ms: r.try_get("pts_ms")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Some(CallDetail {
             call,
             transcript,
             intents,
             actions,
+            turns_ledger,
+            events,
         }))
     }
 
@@ -629,6 +736,104 @@ impl Store {
             id: a.id.to_string(),
         });
         Ok(Page { items, next })
+    }
+
+    /// KPIs over `[since_ms, until_ms)` in buckets of `bucket_ms` (at most [`MAX_BUCKETS`];
+    /// the caller checks): call counts and cost by when calls started, latency percentiles by
+    /// when turns were recorded. Every bucket is there, empty ones too. Two queries; the
+    /// percentiles are taken from at most [`MAX_SERIES_TURNS`] turns, and the `bool` says
+    /// whether that was all of them.
+    pub async fn series(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<(Vec<SeriesBucket>, bool), StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        let n = ((until_ms - since_ms).max(0) + bucket_ms - 1) / bucket_ms;
+        let n = usize::try_from(n.min(MAX_BUCKETS)).unwrap_or(0);
+        let mut buckets: Vec<SeriesBucket> = (0..n)
+            .map(|i| SeriesBucket {
+                start: rfc3339(since_ms + i as i64 * bucket_ms),
+                calls: 0,
+                answered: 0,
+                contained: 0,
+                handed_off: 0,
+                cost_usd: 0.0,
+                turns: 0,
+                v2v_p50_ms: None,
+                v2v_p95_ms: None,
+            })
+            .collect();
+        let answered = "(stream_sid IS NOT NULL OR status = 'completed')";
+        let handed = "(handed_off = 1 OR end_reason = 'handed_off')";
+        self.count_query();
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT (started_at - $1) / $3 AS b, COUNT(*) AS calls,
+                    CAST(COALESCE(SUM(CASE WHEN {answered} THEN 1 ELSE 0 END), 0) AS BIGINT) AS answered,
+                    CAST(COALESCE(SUM(CASE WHEN {answered} AND NOT {handed} THEN 1 ELSE 0 END), 0)
+                        AS BIGINT) AS contained,
+                    CAST(COALESCE(SUM(CASE WHEN {answered} AND {handed} THEN 1 ELSE 0 END), 0)
+                        AS BIGINT) AS handed,
+                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost
+             FROM calls WHERE started_at >= $1 AND started_at < $2 GROUP BY b"
+        )))
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(bucket_ms)
+        .fetch_all(self.pool())
+        .await?;
+        for r in &rows {
+            let Some(b) = usize::try_from(r.try_get::<i64, _>("b")?)
+                .ok()
+                .and_then(|b| buckets.get_mut(b))
+            else {
+                continue;
+            };
+            b.calls = r.try_get("calls")?;
+            b.answered = r.try_get("answered")?;
+            b.contained = r.try_get("contained")?;
+            b.handed_off = r.try_get("handed")?;
+            b.cost_usd = r.try_get("cost")?;
+        }
+        self.count_query();
+        let rows = sqlx::query(
+            "SELECT (created_at - $1) / $3 AS b, COALESCE(v2v_played_ms, v2v_sent_ms) AS v \
+             FROM turns WHERE created_at >= $1 AND created_at < $2 \
+             AND COALESCE(v2v_played_ms, v2v_sent_ms) IS NOT NULL ORDER BY created_at LIMIT $4",
+        )
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(bucket_ms)
+        .bind(MAX_SERIES_TURNS + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let complete = rows.len() as i64 <= MAX_SERIES_TURNS;
+        let mut per: Vec<Vec<f64>> = vec![Vec::new(); buckets.len()];
+        for r in rows.iter().take(MAX_SERIES_TURNS as usize) {
+            let b: i64 = r.try_get("b")?;
+            let v: f64 = r.try_get("v")?;
+            if let Some(values) = usize::try_from(b).ok().and_then(|b| per.get_mut(b)) {
+                values.push(v);
+            }
+        }
+        for (bucket, mut values) in buckets.iter_mut().zip(per) {
+            if values.is_empty() {
+                continue;
+            }
+            values.sort_by(f64::total_cmp);
+            let n = values.len() as i64;
+            let at = |q: f64| {
+                usize::try_from(rank(q, n))
+                    .ok()
+                    .and_then(|i| values.get(i))
+                    .copied()
+            };
+            bucket.turns = n;
+            bucket.v2v_p50_ms = at(0.5);
+            bucket.v2v_p95_ms = at(0.95);
+        }
+        Ok((buckets, complete))
     }
 
     /// KPIs over `[since_ms, until_ms)`: call figures over the calls that started in it;

@@ -110,6 +110,22 @@ pub enum Record {
         /// Epoch ms.
         at_ms: i64,
     },
+    /// Something on the call's timeline besides its words: a barge-in, a keypad entry, a
+    /// hand-off, a filler, a silent-caller prompt, a tool call.
+    CallEvent {
+        /// The call.
+        call_id: String,
+        /// Its order in the call (from 0).
+        seq: i64,
+        /// `barge_in`, `keypad`, `hand_off`, `filler`, `idle_prompt`, `tool_call`.
+        kind: &'static str,
+        /// Where it happened in the call.
+        pts_ms: i64,
+        /// What it was (the keys, the tool, the reason), short.
+        detail: String,
+        /// Epoch ms.
+        at_ms: i64,
+    },
     /// The stream ended: finalises the call row.
     CallEnded {
         /// The call.
@@ -475,6 +491,27 @@ async fn write_record(tx: &mut Transaction<'_, Any>, record: &Record) -> Result<
             .bind(engine_ms)
             .bind(v2v_sent_ms)
             .bind(v2v_played_ms)
+            .bind(at_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::CallEvent {
+            call_id,
+            seq,
+            kind,
+            pts_ms,
+            detail,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO call_events (call_id, seq, kind, pts_ms, detail, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id, seq) DO NOTHING",
+            )
+            .bind(call_id)
+            .bind(seq)
+            .bind(kind)
+            .bind(pts_ms)
+            .bind(detail)
             .bind(at_ms)
             .execute(&mut **tx)
             .await?;

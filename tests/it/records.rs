@@ -661,7 +661,10 @@ async fn call_detail_takes_the_same_few_queries_for_2_or_2000_segments() {
             "{}: query count grew with the transcript",
             db.label
         );
-        assert_eq!(long_q, 4, "call, transcript, intents, actions");
+        assert_eq!(
+            long_q, 6,
+            "call, transcript, intents, actions, turns, timeline events"
+        );
         // Lists too: one query however many rows the page holds.
         let before = store.queries();
         let page = store
