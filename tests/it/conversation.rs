@@ -265,6 +265,31 @@ async fn a_caller_who_asks_for_a_person_hears_the_hand_off_line_then_the_flow_ge
     assert_eq!(kpis["handed_off"], 1, "{kpis}");
     assert_eq!(kpis["contained"], 0, "{kpis}");
     assert_eq!(kpis["end_reasons"]["handed_off"], 1, "{kpis}");
+    // On the call's timeline: the tool call, then the hand-off with its reason.
+    let events = timeline(&app, "CAhandoff", "hand_off").await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"tool_call"), "{events:?}");
+    let hand_off = events.iter().find(|e| e.kind == "hand_off").unwrap();
+    assert_eq!(hand_off.detail, "the caller asked for a person");
+}
+
+/// The call's timeline events once one of `kind` is recorded.
+async fn timeline(
+    app: &TestApp,
+    call_sid: &str,
+    kind: &str,
+) -> Vec<caly::store::read::CallEventRow> {
+    within(Duration::from_secs(10), "the call's timeline", async {
+        loop {
+            if let Some(d) = app.state.db.call_detail(call_sid).await.unwrap()
+                && d.events.iter().any(|e| e.kind == kind)
+            {
+                return d.events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,4 +505,12 @@ async fn keys_typed_on_the_keypad_reach_the_model_as_the_callers_turn_and_are_an
         .collect();
     assert_eq!(typed, [json!("Caller typed on the keypad: 1001")]);
     assert_eq!(response_creates(&sim), 1, "answered once");
+    // The entry is on the call's timeline, as typed.
+    let events = timeline(&app, "CAkeypad", "keypad").await;
+    let keys: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "keypad")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(keys, ["1001"]);
 }

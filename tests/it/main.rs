@@ -7,6 +7,7 @@ mod actions;
 mod agents;
 mod alloc;
 mod backpressure;
+mod console;
 mod conversation;
 mod exotel;
 mod faults;

@@ -41,6 +41,7 @@ async fn every_row(db: &TestDb) -> Vec<String> {
         "actions",
         "webhook_events",
         "erasures",
+        "call_events",
     ] {
         let rows = sqlx::query(AssertSqlSafe(format!("SELECT * FROM {table}")))
             .fetch_all(&mut conn)
@@ -104,6 +105,15 @@ async fn erasing_a_call_removes_its_words_and_number_from_every_table_and_keeps_
             v2v_played_ms: Some(520.0),
             at_ms: t0,
         });
+        // The caller typed their number on the keypad; the timeline keeps what was typed.
+        batch.push(Record::CallEvent {
+            call_id: call_id_for_sid("CAgone"),
+            seq: 0,
+            kind: "keypad",
+            pts_ms: 4_000,
+            detail: CALLER.into(),
+            at_ms: t0,
+        });
         // Still going on: not erasable yet.
         batch.push(Record::CallStarted {
             id: call_id_for_sid("CAlive"),
@@ -134,13 +144,15 @@ async fn erasing_a_call_removes_its_words_and_number_from_every_table_and_keeps_
         let until = now_ms() + DAY_MS;
         let before = store.kpis(t0 - 1, until).await.unwrap();
         let seen = every_row(&db).await;
-        assert!(
-            rows_of(&seen, "CAgone")
-                .iter()
-                .any(|r| r.contains(CALLER) && r.starts_with("calls:")),
-            "{}: the check sees the number before the erasure",
-            db.label
-        );
+        for table in ["calls:", "call_events:"] {
+            assert!(
+                rows_of(&seen, "CAgone")
+                    .iter()
+                    .any(|r| r.contains(CALLER) && r.starts_with(table)),
+                "{}: the check sees the number in {table} before the erasure",
+                db.label
+            );
+        }
 
         let app = spawn_app(&tone_bot(400), |a| {
             a.database_url = db.url.clone();
