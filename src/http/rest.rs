@@ -214,7 +214,7 @@ pub(crate) fn query_rules(route: &str) -> Vec<(&'static str, Rule, &'static str)
             (
                 "bucket",
                 Rule::OneOf(vec!["hour", "day"]),
-                "Bucket size (default `hour`); at most 2000 buckets.",
+                "Bucket size (default `hour`); a range over 2000 buckets keeps its last 2000.",
             ),
         ],
         _ => Vec::new(),
@@ -565,16 +565,10 @@ pub(crate) async fn get_series(
     let since = rules
         .time("since", p.since.as_deref())?
         .unwrap_or(until.saturating_sub(if bucket == "day" { 30 } else { 24 } * bucket_ms));
-    if since >= until {
-        return Err(ApiError::bad_request("`since` must be before `until`."));
-    }
-    let buckets = (until - since + bucket_ms - 1) / bucket_ms;
-    if buckets > crate::store::read::MAX_BUCKETS {
-        return Err(ApiError::bad_request(format!(
-            "The range holds {buckets} {bucket}s; at most {} buckets: narrow it or use a bigger bucket.",
-            crate::store::read::MAX_BUCKETS
-        )));
-    }
+    // A range longer than the buckets allowed keeps its most recent ones; an empty or
+    // reversed range has none.
+    let max_span = crate::store::read::MAX_BUCKETS * bucket_ms;
+    let since = since.max(until.saturating_sub(max_span)).min(until);
     let (buckets, v2v_complete) = state.db.series(since, until, bucket_ms).await?;
     Ok(Json(Series {
         since: crate::store::read::rfc3339(since),

@@ -460,13 +460,28 @@ async fn the_kpi_series_buckets_calls_cost_and_latency_by_hour_and_day() {
     let (status, body) = http.get("/v1/analytics/series", k).await;
     assert_eq!((status, body["bucket"].clone()), (200, json!("hour")));
     assert_eq!(body["buckets"].as_array().unwrap().len(), 24);
-    for bad in [
-        "bucket=week",
-        "since=2020-01-01T00:00:00Z&bucket=hour",
-        "since=2026-12-04T00:00:00Z&until=2026-12-03T00:00:00Z",
-        "since=yesterday",
-    ] {
+    for bad in ["bucket=week", "since=yesterday", "until=-"] {
         let (status, body) = http.get(&format!("/v1/analytics/series?{bad}"), k).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
+    // A range over the bucket limit keeps its last 2000 buckets; a reversed one has none.
+    let (status, body) = http
+        .get(
+            "/v1/analytics/series?since=2000-01-01T00:00:00Z&until=2026-12-01T00:00:00Z",
+            k,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["buckets"].as_array().unwrap().len(),
+        caly::store::read::MAX_BUCKETS as usize
+    );
+    assert_eq!(body["since"], "2026-09-08T16:00:00Z", "{}", body["since"]);
+    let (status, body) = http
+        .get(
+            "/v1/analytics/series?since=2026-12-04T00:00:00Z&until=2026-12-03T00:00:00Z",
+            k,
+        )
+        .await;
+    assert_eq!((status, body["buckets"].clone()), (200, json!([])));
 }
