@@ -218,7 +218,15 @@ impl LiveBoard {
                 );
                 true
             }
-            LiveEvent::Ended { id, .. } => calls.remove(id).is_some(),
+            LiveEvent::Ended { id, .. } => {
+                let removed = calls.remove(id).is_some();
+                // Memory by need: after a burst of calls the map gives back what it grew to.
+                let left = calls.len();
+                if calls.capacity() > 64 && left * 4 < calls.capacity() {
+                    calls.shrink_to(left * 2);
+                }
+                removed
+            }
         }
     }
 
