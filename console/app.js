@@ -266,7 +266,7 @@
     const query = new URLSearchParams();
     for (const k of ["status", "intent", "end_reason", "from", "cursor"]) if (params.get(k)) query.set(k, params.get(k));
     for (const k of ["since", "until"]) if (params.get(k)) query.set(k, new Date(params.get(k)).toISOString());
-    query.set("limit", "25");
+    query.set("limit", /^\d{1,3}$/.test(params.get("limit") || "") ? params.get("limit") : "25");
     const page = await api(`/v1/calls?${query}`);
     const rows = page.items.map((c) => el("tr", { "data-testid": "call-row", "data-call-id": c.id },
       el("td", {}, el("a", { href: `#/calls/${encodeURIComponent(c.id)}` }, clock(c.started_at))),

@@ -200,6 +200,29 @@ async fn signing_in_again_and_again_keeps_a_bounded_number_of_sessions_per_key()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_requests_count_against_its_keys_rate() {
+    let app = spawn_app(&tone_bot(1000), |a| a.api_rate_per_sec = 1).await;
+    let http = Http::new(app.addr);
+    let key = app
+        .state
+        .db
+        .create_api_key("busy", Scope::Read)
+        .await
+        .unwrap();
+    let (status, cookie, _) = sign_in(&http, &key.secret, false).await;
+    assert_eq!(status, 201);
+    let session = pair(&cookie.unwrap());
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(with_cookie(&http, reqwest::Method::GET, "/v1/calls", &session).await);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // The same bucket as the key's own bearer requests.
+    let (status, body) = http.get("/v1/calls", Some(&key.secret)).await;
+    assert_eq!((status, error_code(&body)), (429, "rate_limited"));
+}
+
 /// Server-sent events as `(event, data)`, from a response body.
 struct Sse {
     body: reqwest::Response,

@@ -582,8 +582,39 @@ async fn the_openapi_document_says_what_each_route_takes_and_answers() {
         "/v1/exotel/passthru",
         "/v1/exotel/stream",
         "/v1/apikeys",
+        "/v1/analytics/series",
+        "/v1/console/session",
+        "/v1/console/live",
     ] {
         assert!(doc["paths"][path].is_object(), "{path}");
+    }
+    // The console's routes: read routes take a bearer key or the session cookie, the same
+    // scope and answers as the rest; routes that change things take only a bearer key.
+    assert!(doc["components"]["securitySchemes"]["session"]["in"] == "cookie");
+    for (path, method) in [
+        ("/v1/console/live", "get"),
+        ("/v1/console/session", "get"),
+        ("/v1/analytics/series", "get"),
+        ("/v1/calls", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert_eq!(
+            op["security"],
+            json!([{"bearer": ["read"]}, {"session": []}]),
+            "{method} {path}"
+        );
+        for code in ["401", "429", "503"] {
+            assert!(op["responses"][code].is_object(), "{method} {path} {code}");
+        }
+    }
+    assert_eq!(
+        doc["paths"]["/v1/apikeys"]["post"]["security"],
+        json!([{"bearer": ["admin"]}])
+    );
+    let sign_in = &doc["paths"]["/v1/console/session"]["post"];
+    assert_eq!(sign_in["security"], json!([]));
+    for code in ["201", "400", "401", "413", "429"] {
+        assert!(sign_in["responses"][code].is_object(), "sign-in {code}");
     }
     // Every handler-checked parameter is in the document and vice versa: a value the
     // document's enum allows is taken, one outside it is refused.
