@@ -162,7 +162,7 @@ pub(crate) struct Session {
     pub key_id: String,
     /// The key's name.
     pub name: String,
-    /// What the session may do: always `read`.
+    /// What it may do: `read` for a console session, the key's scope for a bearer key.
     pub scope: String,
     /// RFC 3339: when the session ends, if known.
     pub expires_at: Option<String>,
@@ -219,17 +219,12 @@ pub(crate) async fn get_session(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Session>, ApiError> {
+    // A session's key acts as `read` (`authorize` says so); a bearer key as its own scope.
     let key = authorize(&state, &headers, Scope::Read).await?;
-    let scope =
-        if session_cookie(&headers).is_some() && !headers.contains_key(header::AUTHORIZATION) {
-            Scope::Read
-        } else {
-            key.scope
-        };
     Ok(Json(Session {
         key_id: key.id,
         name: key.name,
-        scope: scope.label().into(),
+        scope: key.scope.label().into(),
         expires_at: None,
     }))
 }

@@ -144,10 +144,16 @@ async fn a_console_session_reads_only_and_ends_with_sign_out_or_its_key() {
         // Revoking its key ends a session too.
         let (_, cookie, _) = sign_in(&http, &reader.secret, false).await;
         let session = pair(&cookie.unwrap());
-        assert_eq!(
-            with_cookie(&http, Method::GET, "/v1/console/session", &session).await,
-            200
-        );
+        let (status, me) = http
+            .send(
+                http.client
+                    .get(format!("{}/v1/console/session", http.base))
+                    .header("cookie", &session),
+            )
+            .await;
+        assert_eq!((status, me["scope"].clone()), (200, json!("read")), "{me}");
+        let (_, me) = http.get("/v1/console/session", Some(&admin.secret)).await;
+        assert_eq!(me["scope"], "admin", "a bearer key is itself: {me}");
         let (status, _) = http
             .send(
                 http.client
