@@ -33,6 +33,8 @@ const EXOTEL_RATES: &[u32] = &[8000, 16000, 24000];
 const MAX_BOT_QUEUE: Duration = Duration::from_secs(120);
 /// On shutdown, how long the recorder may keep retrying to write what calls left queued.
 const RECORDER_SHUTDOWN: Duration = Duration::from_secs(30);
+/// Client events (and `usage`s) the built-in Realtime simulator keeps for inspection.
+const BUILTIN_SIMULATOR_LOG: usize = 256;
 /// After the grace period, how long ended calls get to close.
 const END_CALLS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -147,9 +149,14 @@ impl App {
             tracing::info!(url = %endpoint.url, "Realtime: OpenAI.");
             ("openai", None)
         } else {
-            let sim = crate::devtools::realtime_sim::Simulator::start(Default::default())
-                .await
-                .context("cannot start the Realtime simulator")?;
+            let sim = crate::devtools::realtime_sim::Simulator::start(
+                crate::devtools::realtime_sim::SimulatorConfig {
+                    log_capacity: BUILTIN_SIMULATOR_LOG,
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("cannot start the Realtime simulator")?;
             services.insert(RealtimeEndpoint {
                 url: sim.url(),
                 api_key: None,

@@ -53,10 +53,39 @@ pub(crate) struct SimulateArgs {
     /// Soak: how many times to run the `--calls` concurrent batch after the sequential calls.
     #[arg(long, default_value_t = 1)]
     bursts: usize,
+    /// Also play the model: host the offline Realtime simulator on 127.0.0.1:PORT for the
+    /// run, in this process (point the server at it with
+    /// `OPENAI_REALTIME_URL=ws://127.0.0.1:PORT/v1/realtime` and any `OPENAI_API_KEY`), so
+    /// the server's CPU and memory are its own.
+    #[arg(long)]
+    model_port: Option<u16>,
 }
 
 /// Runs the calls and prints the report; fails if a call failed.
 pub(crate) async fn run(args: SimulateArgs) -> ExitCode {
+    // Held for the run: dropped (and stopped) when it returns.
+    let _model = match args.model_port {
+        Some(port) => {
+            let config = caly::devtools::realtime_sim::SimulatorConfig {
+                log_capacity: 0,
+                ..Default::default()
+            };
+            match caly::devtools::realtime_sim::Simulator::start_on(config, port).await {
+                Ok(sim) => {
+                    eprintln!(
+                        "note: the Realtime SIMULATOR plays the model at {}",
+                        sim.url()
+                    );
+                    Some(sim)
+                }
+                Err(e) => {
+                    eprintln!("error: cannot host the Realtime simulator on port {port}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     let mut probes = !args.no_probes;
     if probes && simulate::talks_to_a_model(&args.url).await {
         eprintln!(

@@ -136,6 +136,10 @@ pub struct SimulatorConfig {
     pub delta_ms: u32,
     /// Pause before each audio delta (0: as fast as the socket takes them, like OpenAI).
     pub delta_interval: Duration,
+    /// Most client events and `usage`s kept for inspection ([`Simulator::log`],
+    /// [`Simulator::usage_sent`]); the server's built-in simulator keeps few, so a long run
+    /// does not hold megabytes of a log nobody reads.
+    pub log_capacity: usize,
 }
 
 impl Default for SimulatorConfig {
@@ -147,6 +151,7 @@ impl Default for SimulatorConfig {
             speech_rms: 700.0,
             delta_ms: 100,
             delta_interval: Duration::ZERO,
+            log_capacity: LOG_CAPACITY,
         }
     }
 }
@@ -199,13 +204,18 @@ impl Drop for Simulator {
     }
 }
 
-/// Most client events kept for inspection.
+/// Most client events kept for inspection, by default.
 const LOG_CAPACITY: usize = 20_000;
 
 impl Simulator {
     /// Starts on 127.0.0.1 with a free port.
     pub async fn start(config: SimulatorConfig) -> std::io::Result<Simulator> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Simulator::start_on(config, 0).await
+    }
+
+    /// Starts on 127.0.0.1:`port` (0: a free one).
+    pub async fn start_on(config: SimulatorConfig, port: u16) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
@@ -428,7 +438,7 @@ impl Conn {
 
     fn log(&self, event: Value, valid: bool) {
         if let Ok(mut log) = self.shared.log.lock()
-            && log.len() < LOG_CAPACITY
+            && log.len() < self.shared.config.log_capacity
         {
             log.push(Logged {
                 connection: self.id,
@@ -746,7 +756,7 @@ impl Conn {
             "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         });
         if let Ok(mut sent) = self.shared.usage.lock()
-            && sent.len() < LOG_CAPACITY
+            && sent.len() < self.shared.config.log_capacity
         {
             sent.push(usage.clone());
         }

@@ -809,7 +809,11 @@ async fn connect(config: &Config) -> Result<Socket, ConnectError> {
             .map_err(|_| ConnectError::Fatal("API key is not a valid header".into()))?;
         request.headers_mut().insert("authorization", value);
     }
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, None, true, None);
+    // The model's events are a few KiB (100 ms of 24 kHz audio is 6.4 KiB of base64): a
+    // 16 KiB read buffer, not tungstenite's 128 KiB per call (bigger events grow it as needed).
+    let ws = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws), true, None);
     match tokio::time::timeout(config.connect_timeout, connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(tungstenite::Error::Http(response))) if [401, 403].contains(&response.status().as_u16()) => {
