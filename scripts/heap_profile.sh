@@ -27,6 +27,7 @@ done
   --duration "$seconds" --stagger 2 --no-probes --model-port "$model_port" >/dev/null
 kill -TERM "$server"; wait "$server" || true
 mv dhat-heap.json "$dir/"   # where dhat wrote it: the working directory
-python3 scripts/dhat_summary.py "$dir/dhat-heap.json" "$calls"
+python3 scripts/dhat_summary.py "$dir/dhat-heap.json" "$calls" --sites
+if [ -n "${KEEP_PROFILE:-}" ]; then cp "$dir/dhat-heap.json" "$KEEP_PROFILE"; fi
 # Rebuild the plain release binary so the next load.sh or serve is not the profiling one.
 cargo build --release -q

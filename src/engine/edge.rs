@@ -24,8 +24,8 @@ pub enum EdgeWriter {
 impl EdgeWriter {
     fn mark(frame: Frame<'_>) -> Option<Mark> {
         match frame {
-            Frame::Text(t) => Some(Mark::Text(t.clone())),
-            Frame::Event(e) => Some(Mark::Event(e.clone())),
+            Frame::Text(t) => Some(Mark::Text(Box::new(t.clone()))),
+            Frame::Event(e) => Some(Mark::Event(Box::new(e.clone()))),
             Frame::Audio(_) | Frame::Packet(_) => None,
         }
     }

@@ -122,10 +122,11 @@ impl RingStats {
 /// A non-audio item on the marks lane.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mark {
-    /// A transcript segment.
-    Text(TextChunk),
+    /// A transcript segment (boxed, like the event: a ring holds its marks' slots for its
+    /// whole life, and most of them are never more than a pointer's worth of use).
+    Text(Box<TextChunk>),
     /// An event.
-    Event(Event),
+    Event(Box<Event>),
     /// End of one packet on a framed edge.
     Boundary,
 }
@@ -821,9 +822,9 @@ mod tests {
     fn marks_arrive_between_the_data_they_were_pushed_between() {
         let (mut w, mut r) = ring::<i16>(cfg(100, WhenFull::Block), "t".into());
         w.push_data(&ramp(0, 30));
-        w.push_mark(Mark::Event(Event::SpeechStarted {
+        w.push_mark(Mark::Event(Box::new(Event::SpeechStarted {
             at: Duration::from_millis(1),
-        }));
+        })));
         w.push_data(&ramp(30, 10));
         let mut seq = Vec::new();
         while let Some(item) = r.try_next() {
