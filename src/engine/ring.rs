@@ -173,13 +173,6 @@ pub fn ring<S: Copy + Default + Send + 'static>(
     } else {
         config.when_full
     };
-    let stash = (when_full == WhenFull::DropOldest && config.capacity > 0)
-        .then(|| HeapRb::<S>::new(config.capacity));
-    let pending_capacity = if when_full == WhenFull::Block {
-        config.capacity.min(MAX_READ_CHUNK)
-    } else {
-        0
-    };
     let writer = RingWriter {
         data: data_prod,
         marks: mark_prod,
@@ -188,9 +181,11 @@ pub fn ring<S: Copy + Default + Send + 'static>(
         capacity: config.capacity,
         framed: config.framed,
         write_pos: 0,
-        pending: Vec::with_capacity(pending_capacity),
+        // `block`: grown the first time the ring is full (then kept for the call).
+        pending: Vec::new(),
         pending_marks: VecDeque::new(),
-        stash,
+        // `drop_oldest`: made the first time the ring overflows (most rings never do).
+        stash: None,
         dropping: false,
         label,
     };
@@ -315,9 +310,9 @@ impl<S: Copy + Default + Send + 'static> RingWriter<S> {
                 } else {
                     data
                 };
-                if !rest.is_empty()
-                    && let Some(stash) = self.stash.as_mut()
-                {
+                if !rest.is_empty() {
+                    let capacity = self.capacity;
+                    let stash = self.stash.get_or_insert_with(|| HeapRb::<S>::new(capacity));
                     let overflow =
                         (stash.occupied_len() + rest.len()).saturating_sub(self.capacity);
                     stash.push_slice_overwrite(rest);
