@@ -17,10 +17,11 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::engine::frame::{Event, TextChunk};
 
-/// Bus events a slow subscriber may fall behind by before it misses some. Every slot is
-/// allocated with the call (about 220 bytes each: 110 KiB per call at 512); the controller
-/// reads the bus on every wake, so a burst of 512 unread events means it has stalled.
-const BUS_CAPACITY: usize = 512;
+/// Bus events a slow subscriber may fall behind by before it misses some. The slots (about
+/// 220 bytes each) are one allocation made with the call, big enough to be mapped rather than
+/// taken from the heap, so only the slots events have used are resident: measured, 512 slots
+/// cost more RSS per call than 1024 (`scripts/load.sh`, README "Performance").
+const BUS_CAPACITY: usize = 1024;
 /// Signals the controller may leave unread. It reads them before anything else, a few per
 /// caller turn arrive, so reaching this means the controller has stalled: the excess is
 /// dropped and counted ([`Bus::signals_dropped`]), never waited on by a stage.
