@@ -250,6 +250,21 @@ impl Checks {
         time_ms(name, self.get(name, value)?)
     }
 
+    /// `[since, until)` from `since` and `until`: `until` defaults to now, `since` to
+    /// `default_ms` before `until`.
+    fn range(
+        &self,
+        since: Option<&str>,
+        until: Option<&str>,
+        default_ms: i64,
+    ) -> Result<(i64, i64), ApiError> {
+        let until = self.time("until", until)?.unwrap_or_else(now_ms);
+        let since = self
+            .time("since", since)?
+            .unwrap_or(until.saturating_sub(default_ms));
+        Ok((since, until))
+    }
+
     fn limit(&self, value: Option<&str>) -> Result<i64, ApiError> {
         Ok(self
             .get("limit", value)?
@@ -503,12 +518,11 @@ pub(crate) async fn get_kpis(
     authorize(&state, &headers, Scope::Read).await?;
     let p = query(params)?;
     let rules = Checks::of("/v1/analytics/kpis");
-    let until = rules
-        .time("until", p.until.as_deref())?
-        .unwrap_or_else(now_ms);
-    let since = rules
-        .time("since", p.since.as_deref())?
-        .unwrap_or(until.saturating_sub(KPI_DEFAULT_DAYS * 86_400_000));
+    let (since, until) = rules.range(
+        p.since.as_deref(),
+        p.until.as_deref(),
+        KPI_DEFAULT_DAYS * 86_400_000,
+    )?;
     Ok(Json(state.db.kpis(since, until).await?))
 }
 
@@ -559,12 +573,12 @@ pub(crate) async fn get_series(
     } else {
         3_600_000
     };
-    let until = rules
-        .time("until", p.until.as_deref())?
-        .unwrap_or_else(now_ms);
-    let since = rules
-        .time("since", p.since.as_deref())?
-        .unwrap_or(until.saturating_sub(if bucket == "day" { 30 } else { 24 } * bucket_ms));
+    let buckets_by_default = if bucket == "day" { 30 } else { 24 };
+    let (since, until) = rules.range(
+        p.since.as_deref(),
+        p.until.as_deref(),
+        buckets_by_default * bucket_ms,
+    )?;
     // A range longer than the buckets allowed keeps its most recent ones; an empty or
     // reversed range has none.
     let max_span = crate::store::read::MAX_BUCKETS * bucket_ms;

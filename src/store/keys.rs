@@ -177,6 +177,16 @@ impl KeyUse {
     }
 }
 
+/// A checked key from its row's `id`, `name` and `scope`.
+fn api_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, sqlx::Error> {
+    let scope: String = row.try_get("scope")?;
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        scope: scope.parse().unwrap_or(Scope::Read),
+    })
+}
+
 fn key_info(row: &sqlx::any::AnyRow) -> Result<KeyInfo, sqlx::Error> {
     use super::read::rfc3339;
     let time = |name: &str| -> Result<Option<String>, sqlx::Error> {
@@ -248,12 +258,7 @@ impl Store {
         if !bool::from(stored.as_bytes().ct_eq(hash(key).as_bytes())) {
             return Ok(None);
         }
-        let scope: String = row.try_get("scope")?;
-        Ok(Some(ApiKey {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            scope: scope.parse().unwrap_or(Scope::Read),
-        }))
+        Ok(Some(api_key(&row)?))
     }
 
     /// Revokes a key; `false` if there was no such live key.
@@ -381,15 +386,7 @@ impl Store {
         .bind(now)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let scope: String = row.try_get("scope")?;
-        Ok(Some(ApiKey {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            scope: scope.parse().unwrap_or(Scope::Read),
-        }))
+        Ok(row.as_ref().map(api_key).transpose()?)
     }
 
     /// Ends a console session (sign-out); `false` if there was none.

@@ -470,6 +470,18 @@ pub struct SeriesBucket {
     pub v2v_p95_ms: Option<f64>,
 }
 
+/// What the KPIs and each bucket of a series count over the calls a query selects: `calls`,
+/// `answered` (the bot's stream ran, or Exotel says completed), `contained` (answered, not
+/// handed to a person), `handed`, and their model `cost`.
+const CALL_COUNTS: &str = "COUNT(*) AS calls,
+    CAST(COALESCE(SUM(CASE WHEN (stream_sid IS NOT NULL OR status = 'completed') THEN 1 ELSE 0 END), 0)
+        AS BIGINT) AS answered,
+    CAST(COALESCE(SUM(CASE WHEN (stream_sid IS NOT NULL OR status = 'completed')
+        AND NOT (handed_off = 1 OR end_reason = 'handed_off') THEN 1 ELSE 0 END), 0) AS BIGINT) AS contained,
+    CAST(COALESCE(SUM(CASE WHEN (stream_sid IS NOT NULL OR status = 'completed')
+        AND (handed_off = 1 OR end_reason = 'handed_off') THEN 1 ELSE 0 END), 0) AS BIGINT) AS handed,
+    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost";
+
 /// Most turns a series reads for its latency percentiles; beyond, the rest of the range has
 /// none (`v2v_complete` is false).
 pub const MAX_SERIES_TURNS: i64 = 200_000;
@@ -765,17 +777,9 @@ impl Store {
                 v2v_p95_ms: None,
             })
             .collect();
-        let answered = "(stream_sid IS NOT NULL OR status = 'completed')";
-        let handed = "(handed_off = 1 OR end_reason = 'handed_off')";
         self.count_query();
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT (started_at - $1) / $3 AS b, COUNT(*) AS calls,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} THEN 1 ELSE 0 END), 0) AS BIGINT) AS answered,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} AND NOT {handed} THEN 1 ELSE 0 END), 0)
-                        AS BIGINT) AS contained,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} AND {handed} THEN 1 ELSE 0 END), 0)
-                        AS BIGINT) AS handed,
-                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost
+            "SELECT (started_at - $1) / $3 AS b, {CALL_COUNTS}
              FROM calls WHERE started_at >= $1 AND started_at < $2 GROUP BY b"
         )))
         .bind(since_ms)
@@ -843,8 +847,6 @@ impl Store {
     pub async fn kpis(&self, since_ms: i64, until_ms: i64) -> Result<Kpis, StoreError> {
         let pool = self.pool();
         let pg = self.backend == super::Backend::Postgres;
-        let answered = "(stream_sid IS NOT NULL OR status = 'completed')";
-        let handed = "(handed_off = 1 OR end_reason = 'handed_off')";
         let duration = "COALESCE(duration_ms, conversation_s * 1000)";
         let p95 = if pg {
             format!("percentile_disc(0.95) WITHIN GROUP (ORDER BY {duration})")
@@ -853,16 +855,10 @@ impl Store {
         };
         self.count_query();
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT COUNT(*) AS calls,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} THEN 1 ELSE 0 END), 0) AS BIGINT) AS answered,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} AND NOT {handed} THEN 1 ELSE 0 END), 0)
-                        AS BIGINT) AS contained,
-                    CAST(COALESCE(SUM(CASE WHEN {answered} AND {handed} THEN 1 ELSE 0 END), 0)
-                        AS BIGINT) AS handed,
+            "SELECT {CALL_COUNTS},
                     CAST(AVG({duration}) AS DOUBLE PRECISION) AS avg_duration,
                     COUNT({duration}) AS with_duration,
-                    {p95} AS p95_duration,
-                    CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost
+                    {p95} AS p95_duration
              FROM calls WHERE started_at >= $1 AND started_at < $2"
         )))
         .bind(since_ms)
