@@ -391,6 +391,7 @@
     closeLive();
     destroyCharts();
     const hash = location.hash || "#/live";
+    delete view.dataset.shows;
     const [path, query] = hash.slice(1).split("?");
     const params = new URLSearchParams(query || "");
     const parts = path.split("/").filter(Boolean);
@@ -404,6 +405,8 @@
       else if (page === "calls") await showCalls(params);
       else if (page === "kpis") await showKpis(params);
       else showLive();
+      // What the view now shows (the browser tests wait for it after a navigation).
+      view.dataset.shows = hash;
     } catch (err) {
       if (err instanceof Unauthorized) showSignIn("Your session has ended; sign in again.");
       else view.replaceChildren(el("p", { class: "error", role: "alert" }, String(err.message || err)));
