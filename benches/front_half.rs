@@ -1,5 +1,5 @@
-//! The fused front half per 20 ms chunk, from an Exotel JSON message to the VAD's decision:
-//! parse JSON, decode base64, decode pcm16le, resample 8k→24k, vad, discard.
+//! The fused front half per 20 ms chunk, from an Exotel JSON message to 24 kHz audio for the
+//! model: parse JSON, decode base64, decode pcm16le, vad at 8 kHz, resample 8k→24k, discard.
 //! `cargo bench --bench front_half`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -58,7 +58,7 @@ fn front_half(c: &mut Criterion) {
         "/pipelines/front_half.toml"
     ))
     .unwrap();
-    run(c, "exotel_json_8k_to_24k_vad", &shipped);
+    run(c, "exotel_json_8k_vad_to_24k", &shipped);
     // The pcmu route to the Realtime API: no resampling at all, VAD at 8 kHz, μ-law out.
     run(
         c,

@@ -26,6 +26,27 @@ pub enum CodecError {
     Packet(String),
 }
 
+/// `x` rounded half away from zero (as `f32::round`) and saturated to PCM16, without the
+/// library call `round` is on x86-64, so that loops over samples vectorise.
+pub fn round_to_i16(x: f32) -> i16 {
+    let y = x.clamp(-32768.0, 32767.0);
+    let t = y as i32;
+    let frac = y - t as f32;
+    let r = if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    };
+    r.clamp(-32768, 32767) as i16
+}
+
+/// A full-scale float sample (±1.0) → PCM16: scaled, rounded half away from zero, clipped.
+pub fn float_to_pcm16(x: f32) -> i16 {
+    round_to_i16(x * 32768.0)
+}
+
 /// Rates Opus runs at.
 pub const OPUS_RATES: &[u32] = &[8000, 12000, 16000, 24000, 48000];
 
@@ -156,7 +177,7 @@ mod opus_impl {
                 .map_err(|e| CodecError::Packet(e.to_owned()))?;
             let n = n.min(frame);
             for (o, s) in out.iter_mut().zip(&self.scratch[..n]) {
-                *o = float_to_i16(*s);
+                *o = super::float_to_pcm16(*s);
             }
             Ok(n)
         }
@@ -185,11 +206,6 @@ mod opus_impl {
                 .encode_i16(pcm, pcm.len(), out)
                 .map_err(|e| CodecError::Packet(e.to_owned()))
         }
-    }
-
-    /// libopus's float-to-int16 conversion: scale, round to nearest, clip.
-    fn float_to_i16(x: f32) -> i16 {
-        (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16
     }
 }
 
@@ -264,6 +280,40 @@ pub use opus_impl::{OpusDecoder, OpusEncoder};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_to_pcm16_matches_the_library_round_then_a_clip() {
+        let mut values = vec![
+            -40000.0f32,
+            -32768.6,
+            -32768.5,
+            -2.5,
+            -1.5,
+            -0.5,
+            -0.49,
+            0.0,
+            0.49,
+            0.5,
+            1.5,
+            2.5,
+        ];
+        values.extend([
+            32767.4,
+            32767.5,
+            1e9,
+            -1e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        values.extend((-4000..4000).map(|i| i as f32 * 8.1237));
+        for x in values {
+            let want = x.round().clamp(-32768.0, 32767.0) as i16;
+            assert_eq!(round_to_i16(x), want, "{x}");
+        }
+        assert_eq!(float_to_pcm16(1.0), 32767);
+        assert_eq!(float_to_pcm16(-1.0), -32768);
+        assert_eq!(float_to_pcm16(0.5 / 32768.0), 1);
+    }
 
     #[test]
     fn every_mulaw_code_survives_a_round_trip() {

@@ -27,7 +27,7 @@ pub fn read_wav_mono(path: &Path) -> Result<(u32, Vec<i16>), String> {
         .chunks(channels)
         .map(|frame| {
             let avg = frame.iter().sum::<f32>() / frame.len() as f32;
-            (avg * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+            crate::codec::float_to_pcm16(avg)
         })
         .collect();
     Ok((spec.sample_rate, mono))

@@ -12,6 +12,7 @@ use audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use serde::Deserialize;
 
+use crate::codec::float_to_pcm16;
 use crate::engine::format::{AudioFormat, Caps, Format};
 use crate::engine::frame::{AudioChunk, Frame};
 use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
@@ -147,7 +148,7 @@ impl StreamResampler {
             .process_into_buffer(&input, &mut output, None)
             .map_err(resampler_failed)?;
         for (d, s) in self.out_i16.iter_mut().zip(&self.output[..produced]) {
-            *d = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            *d = float_to_pcm16(*s);
         }
         Ok(produced)
     }

@@ -1,16 +1,17 @@
-//! `vad`: voice activity detection with earshot (pure Rust, its 40 KB model compiled in).
+//! `vad`: voice activity detection with earshot's model (its 40 KB of weights compiled in; see
+//! [`model`]).
 //!
 //! PCM16 in, the same PCM16 out (untouched, no delay), plus events between the chunks:
 //! `SpeechStarted` once speech has lasted `start_ms`, `SpeechConfirmed` once it has lasted
 //! `min_barge_in_ms` (long enough to interrupt the bot: "haan", "hmm" are shorter), and
 //! `SpeechStopped` once silence has lasted `stop_ms`. Events carry the onset and offset
-//! themselves, not the moment they were decided. earshot listens at 16 kHz in 16 ms windows;
-//! other rates are resampled for analysis only (the audio passing through is not touched), and
-//! the analysis resampler's delay is taken off the timestamps.
+//! themselves, not the moment they were decided. The model listens in 16 ms windows at the
+//! rate the audio arrives at, with no resampler of its own (see [`model`]): put `vad` where the
+//! audio is at its lowest rate (before a `resample` up to the Realtime API's 24 kHz) and it costs
+//! least.
 
 use std::time::Duration;
 
-use earshot::Detector;
 use serde::Deserialize;
 
 use crate::engine::format::{AudioFormat, Caps, Format};
@@ -18,13 +19,14 @@ use crate::engine::frame::{Event, Frame};
 use crate::engine::bus::BusKind;
 use crate::engine::registry::{CompileOptions, Invalid, NegotiateError, Negotiated, Role, StageKind};
 use crate::engine::stage::{BuildCtx, BuildError, Output, Runnable, Stage, StageError};
-use crate::stages::resample::StreamResampler;
+
+mod model;
+
+use model::VoiceModel;
 
 /// Rates `vad` listens at.
-pub const VAD_RATES: &[u32] = &[8000, 16000, 24000, 48000];
-/// earshot's analysis rate and window.
-const ANALYSIS_RATE: u32 = 16000;
-const WINDOW: usize = 256;
+pub const VAD_RATES: &[u32] = model::RATES;
+/// The model's window.
 const WINDOW_MS: u32 = 16;
 
 const DEFAULT_THRESHOLD: f32 = 0.5;
@@ -102,13 +104,12 @@ enum State {
 /// Voice activity detection.
 pub struct Vad {
     spec: VadSpec,
-    detector: Box<Detector>,
-    analysis: Option<StreamResampler>,
-    /// Analysis samples (16 kHz) by which the resampler delays the audio it hands earshot.
-    analysis_delay: u64,
-    window: [i16; WINDOW],
+    model: VoiceModel,
+    rate: u32,
+    /// The window being filled (16 ms at the input's rate).
+    window: Vec<i16>,
     filled: usize,
-    /// Analysis samples seen so far (16 kHz).
+    /// Samples seen so far.
     position: u64,
     state: State,
     events: [Option<Event>; 4],
@@ -119,8 +120,9 @@ pub struct Vad {
     snr_ratio: f32,
     /// Last analysis sample, for pre-emphasis.
     previous: f32,
-    /// The last windows, kept to warm the model up after a rest (a circular history).
-    before: [[i16; WINDOW]; WARM_UP_WINDOWS],
+    /// The last [`WARM_UP_WINDOWS`] windows, kept to warm the model up after a rest (a
+    /// circular history, one window after another).
+    before: Vec<i16>,
     /// Windows analysed so far.
     windows_total: usize,
     /// Windows since the model last ran.
@@ -185,24 +187,15 @@ impl StageKind for Vad {
     }
 }
 
-fn ms_of(samples: u64) -> u32 {
-    (samples * 1000 / u64::from(ANALYSIS_RATE)) as u32
-}
-
 impl Vad {
     fn new(spec: &VadSpec, rate: u32) -> Result<Vad, String> {
-        let analysis = if rate == ANALYSIS_RATE {
-            None
-        } else {
-            Some(StreamResampler::new(rate, ANALYSIS_RATE)?)
-        };
-        let analysis_delay = analysis.as_ref().map_or(0, |r| r.delay_samples() as u64);
+        let model = VoiceModel::new(rate).ok_or_else(|| format!("vad cannot listen at {rate} Hz"))?;
+        let hop = model.hop();
         Ok(Vad {
             spec: spec.clone(),
-            detector: Detector::default_boxed(),
-            analysis,
-            analysis_delay,
-            window: [0; WINDOW],
+            model,
+            rate,
+            window: vec![0; hop],
             filled: 0,
             position: 0,
             state: State::Quiet,
@@ -214,7 +207,7 @@ impl Vad {
             recent: [0.0; SMOOTH_WINDOWS],
             recent_seen: 0,
             silent_start: 0,
-            before: [[0; WINDOW]; WARM_UP_WINDOWS],
+            before: vec![0; hop * WARM_UP_WINDOWS],
             windows_total: 0,
             unheard: 0,
             inferences: 0,
@@ -232,7 +225,7 @@ impl Vad {
             self.previous = x;
             energy += y * y;
         }
-        let mean_square = energy / WINDOW as f32;
+        let mean_square = energy / self.window.len() as f32;
         let rms = mean_square.sqrt();
         // Digital silence (a muted line) is not noise: it must not pin the floor to zero and make
         // the steady noise that follows look like speech. The floor is the quietest *smoothed*
@@ -268,8 +261,12 @@ impl Vad {
         floor.is_finite() && rms >= floor * self.snr_ratio
     }
 
-    fn at(&self, analysis_sample: u64) -> Duration {
-        AudioFormat::pcm16(ANALYSIS_RATE).duration_of(analysis_sample.saturating_sub(self.analysis_delay))
+    fn at(&self, sample: u64) -> Duration {
+        AudioFormat::pcm16(self.rate).duration_of(sample)
+    }
+
+    fn ms_of(&self, samples: u64) -> u32 {
+        (samples * 1000 / u64::from(self.rate)) as u32
     }
 
     fn queue(&mut self, event: Event) {
@@ -278,52 +275,58 @@ impl Vad {
         }
     }
 
-    /// Feeds analysis-rate samples through 256-sample windows into the state machine.
+    /// Feeds samples through 16 ms windows into the state machine.
     fn analyse(&mut self, mut samples: &[i16]) {
+        let hop = self.window.len();
         while !samples.is_empty() {
-            let take = (WINDOW - self.filled).min(samples.len());
+            let take = (hop - self.filled).min(samples.len());
             self.window[self.filled..self.filled + take].copy_from_slice(&samples[..take]);
             self.filled += take;
             samples = &samples[take..];
-            if self.filled == WINDOW {
+            if self.filled == hop {
                 self.filled = 0;
                 let voiced = self.classify_window();
                 let start = self.position;
-                self.position += WINDOW as u64;
+                self.position += hop as u64;
                 self.step(voiced, start);
             }
         }
     }
 
     /// Whether the window just filled is voiced: loud enough above the noise floor *and* scored
-    /// as voice by the model. While all is quiet, a window below the floor cannot be voiced
-    /// whatever the model says, so the model is not run (it is most of the stage's cost, and
-    /// a caller is silent most of a call). When it runs again it first hears the window before,
-    /// so its context and state follow the audio as if it had never stopped.
+    /// as voice by the model. A window below the floor cannot be voiced whatever the model says,
+    /// so the model is not run on it (it is most of the stage's cost, and a caller is silent
+    /// most of a call: between turns, in the pauses between words and through the `stop_ms`
+    /// that ends a turn). When it runs again it first hears the windows it missed (up to
+    /// [`WARM_UP_WINDOWS`]), so after a short pause its context and state are exactly as if it
+    /// had never stopped, and after a long one they have settled.
     fn classify_window(&mut self) -> bool {
         let loud = self.above_floor();
-        let voiced = if loud || self.state != State::Quiet {
+        let voiced = if loud {
             // Replay what the model missed, up to WARM_UP_WINDOWS, oldest first.
+            let hop = self.window.len();
             let missed = self.unheard.min(WARM_UP_WINDOWS);
             for k in (1..=missed).rev() {
                 let slot = (self.windows_total + WARM_UP_WINDOWS - k) % WARM_UP_WINDOWS;
-                let _ = self.detector.predict_i16(&self.before[slot]);
+                let _ = self.model.score(&self.before[slot * hop..(slot + 1) * hop]);
             }
             self.inferences += missed as u64 + 1;
             self.unheard = 0;
-            self.detector.predict_i16(&self.window) >= self.spec.threshold && loud
+            self.model.score(&self.window) >= self.spec.threshold && loud
         } else {
             self.unheard += 1;
             false
         };
-        self.before[self.windows_total % WARM_UP_WINDOWS] = self.window;
+        let hop = self.window.len();
+        let slot = self.windows_total % WARM_UP_WINDOWS;
+        self.before[slot * hop..(slot + 1) * hop].copy_from_slice(&self.window);
         self.windows_total += 1;
         voiced
     }
 
-    /// One 16 ms window starting at analysis sample `t`.
+    /// One 16 ms window starting at sample `t`.
     fn step(&mut self, voiced: bool, t: u64) {
-        let end = t + WINDOW as u64;
+        let end = t + self.window.len() as u64;
         let spec = &self.spec;
         self.state = match (self.state, voiced) {
             (State::Quiet, false) => State::Quiet,
@@ -372,7 +375,7 @@ impl Vad {
             onset,
             confirmed: false,
         } = self.state
-            && ms_of(end - onset) >= barge_ms
+            && self.ms_of(end - onset) >= barge_ms
         {
             self.queue(Event::SpeechConfirmed { at: self.at(onset) });
             self.state = State::Speaking {
@@ -415,17 +418,7 @@ impl Stage for Vad {
         let Frame::Audio(audio) = frame else {
             return Ok(());
         };
-        match self.analysis.take() {
-            None => self.analyse(audio.samples),
-            Some(mut resampler) => {
-                let result = resampler.push(audio.samples, &mut |_, chunk: &[i16]| {
-                    self.analyse(chunk);
-                    Ok::<(), StageError>(())
-                });
-                self.analysis = Some(resampler);
-                result?;
-            }
-        }
+        self.analyse(audio.samples);
         self.emit_events(out)
     }
 
