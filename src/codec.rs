@@ -26,23 +26,19 @@ pub enum CodecError {
     Packet(String),
 }
 
-/// `x` rounded half away from zero (as `f32::round`) and saturated to PCM16, without the
-/// library call `round` is on x86-64, so that loops over samples vectorise.
+/// 1.5 × 2²³: adding it to a float of magnitude below 2²² leaves the nearest integer (ties to
+/// even, the FPU's own rounding) in the low bits of the sum's mantissa.
+const ROUNDER: f32 = 12_582_912.0;
+
+/// `x` rounded to the nearest integer (ties to even, as libopus's `float2int` and C's `lrintf`)
+/// and saturated to PCM16 (NaN gives −32768), in integer and float operations the compiler
+/// vectorises: no library call, no branch, no float-to-int conversion.
 pub fn round_to_i16(x: f32) -> i16 {
-    let y = x.clamp(-32768.0, 32767.0);
-    let t = y as i32;
-    let frac = y - t as f32;
-    let r = if frac >= 0.5 {
-        t + 1
-    } else if frac <= -0.5 {
-        t - 1
-    } else {
-        t
-    };
-    r.clamp(-32768, 32767) as i16
+    let y = x.max(-32768.0).min(32767.0);
+    ((y + ROUNDER).to_bits() as i32 - ROUNDER.to_bits() as i32) as i16
 }
 
-/// A full-scale float sample (±1.0) → PCM16: scaled, rounded half away from zero, clipped.
+/// A full-scale float sample (±1.0) → PCM16: scaled, rounded to nearest, clipped.
 pub fn float_to_pcm16(x: f32) -> i16 {
     round_to_i16(x * 32768.0)
 }
@@ -282,7 +278,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounding_to_pcm16_matches_the_library_round_then_a_clip() {
+    fn rounding_to_pcm16_matches_the_library_rounding_then_a_clip() {
         let mut values = vec![
             -40000.0f32,
             -32768.6,
@@ -307,12 +303,17 @@ mod tests {
         ]);
         values.extend((-4000..4000).map(|i| i as f32 * 8.1237));
         for x in values {
-            let want = x.round().clamp(-32768.0, 32767.0) as i16;
+            let want = x.round_ties_even().clamp(-32768.0, 32767.0) as i16;
             assert_eq!(round_to_i16(x), want, "{x}");
+            let x = x / 32768.0;
+            let want = (x * 32768.0).round_ties_even().clamp(-32768.0, 32767.0) as i16;
+            assert_eq!(float_to_pcm16(x), want, "{x}");
         }
         assert_eq!(float_to_pcm16(1.0), 32767);
         assert_eq!(float_to_pcm16(-1.0), -32768);
-        assert_eq!(float_to_pcm16(0.5 / 32768.0), 1);
+        assert_eq!(float_to_pcm16(1.5 / 32768.0), 2);
+        assert_eq!(float_to_pcm16(2.5 / 32768.0), 2);
+        assert_eq!(round_to_i16(f32::NAN), -32768);
     }
 
     #[test]

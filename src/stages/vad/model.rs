@@ -24,8 +24,10 @@ use std::sync::{Arc, LazyLock};
 
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
+use wide::{i16x8, i32x4};
 
 use crate::codec::round_to_i16;
+
 
 /// The rate earshot's geometry is defined at.
 const REFERENCE_RATE: u32 = 16000;
@@ -51,24 +53,18 @@ const MEL_EDGES: [usize; MELS + 2] = [
     142, 153, 165, 178, 191, 205, 220, 236, 253, 270, 289, 309, 330, 353, 376, 402, 428, 456, 486,
 ];
 
-/// Each band's first bin and its triangle's weights over the bins from there.
-static MEL_BANK: LazyLock<Vec<(usize, Vec<f32>)>> = LazyLock::new(|| {
-    MEL_EDGES
-        .windows(3)
-        .map(|e| {
-            let (lo, peak, hi) = (e[0], e[1], e[2]);
-            let weights = (lo..hi)
-                .map(|k| {
-                    if k <= peak {
-                        (k - lo) as f32 / (peak - lo) as f32
-                    } else {
-                        (hi - k) as f32 / (hi - peak) as f32
-                    }
-                })
-                .collect();
-            (lo, weights)
-        })
-        .collect()
+/// The filterbank's triangles tile the bins: between two neighbouring edges one band rises from
+/// 0 to 1 while the one before falls from 1 to 0, so a band's energy is the rising part of its
+/// first segment plus the rest of its second. `RISE[k]` is how far bin `k` is up its segment.
+static RISE: LazyLock<[f32; BINS]> = LazyLock::new(|| {
+    let mut rise = [0.0; BINS];
+    for e in MEL_EDGES.windows(2) {
+        let (lo, hi) = (e[0], e[1]);
+        for (k, r) in rise.iter_mut().enumerate().take(hi).skip(lo) {
+            *r = (k - lo) as f32 / (hi - lo) as f32;
+        }
+    }
+    rise
 });
 
 /// earshot 1.2.2's trained weights (MIT OR Apache-2.0; `data/vad/README.md`).
@@ -183,6 +179,28 @@ struct Analysis {
     gain: Vec<f32>,
     /// The power of the bins this rate cannot carry: PCM16 rounding noise at 16 kHz.
     floor: Vec<f32>,
+    /// Filterbank segments (between two edges) that hold a bin this rate carries: the rest
+    /// hold only the floor, and so do the bands made of them.
+    live_segments: usize,
+    /// The log energy of each band made of floor alone (the others are computed per window).
+    quiet_bands: [f32; MELS],
+}
+
+/// A filterbank segment's power, whole and weighted by the rise (see [`RISE`]).
+fn segment(power: &[f32], s: usize) -> (f32, f32) {
+    let (lo, hi) = (MEL_EDGES[s], MEL_EDGES[s + 1]);
+    let mut whole = 0.0f32;
+    let mut rising = 0.0f32;
+    for (p, r) in power[lo..hi].iter().zip(&RISE[lo..hi]) {
+        whole += p;
+        rising += p * r;
+    }
+    (whole, rising)
+}
+
+/// A band's log energy from its two segments: the first's rising part, the second's falling.
+fn band_log(first: (f32, f32), second: (f32, f32)) -> f32 {
+    (first.1 + (second.0 - second.1) + 1e-20).ln()
 }
 
 /// |1 − a·e^(−j2πf/rate)|², the pre-emphasis filter's power response.
@@ -216,12 +234,19 @@ impl Analysis {
             .collect();
         // White noise of variance σ² through the 16 kHz pre-emphasis and window: σ²·Σw²·|H(f)|².
         let window_energy = REFERENCE_WINDOW as f64 * 3.0 / 8.0;
-        let floor = (carried..BINS)
+        let floor: Vec<f32> = (carried..BINS)
             .map(|k| {
                 let power = ROUNDING_NOISE * window_energy * pre_emphasis_power(bin_hz(k), f64::from(REFERENCE_RATE));
                 power as f32 * POWER_SCALE
             })
             .collect();
+        let live_segments = MEL_EDGES[..MELS + 1].iter().filter(|e| **e < carried).count();
+        let mut quiet = vec![0.0; BINS];
+        quiet[carried..].copy_from_slice(&floor);
+        let mut quiet_bands = [0.0; MELS];
+        for (m, band) in quiet_bands.iter_mut().enumerate().skip(live_segments) {
+            *band = band_log(segment(&quiet, m), segment(&quiet, m + 1));
+        }
         Analysis {
             rate,
             hop,
@@ -229,6 +254,8 @@ impl Analysis {
             window,
             gain,
             floor,
+            live_segments,
+            quiet_bands,
         }
     }
 
@@ -292,11 +319,13 @@ impl VoiceModel {
         }
         self.history.copy_within(hop.., 0);
         let keep = self.history.len() - hop;
-        for (slot, s) in self.history[keep..].iter_mut().zip(samples) {
-            let x = f32::from(*s);
-            *slot = x - PRE_EMPHASIS as f32 * self.previous;
-            self.previous = x;
+        let a = PRE_EMPHASIS as f32;
+        let tail = &mut self.history[keep..];
+        tail[0] = f32::from(samples[0]) - a * self.previous;
+        for (slot, pair) in tail[1..].iter_mut().zip(samples.windows(2)) {
+            *slot = f32::from(pair[1]) - a * f32::from(pair[0]);
         }
+        self.previous = f32::from(samples[hop - 1]);
         self.extract_features();
         predict(&WEIGHTS, &self.features, &mut self.state)
     }
@@ -311,13 +340,21 @@ impl VoiceModel {
         let _ = a
             .fft
             .process_with_scratch(&mut self.fft_in, &mut self.spectrum, &mut self.scratch);
-        for ((p, c), g) in self.power.iter_mut().zip(&self.spectrum).zip(&a.gain) {
+        // Bins past the last band's edge are never read.
+        let used = a.gain.len().min(MEL_EDGES[MELS + 1]);
+        for ((p, c), g) in self.power[..used].iter_mut().zip(&self.spectrum).zip(&a.gain) {
             *p = (c.re * c.re + c.im * c.im) * g;
         }
         self.features.copy_within(MELS.., 0);
         let frame = &mut self.features[MELS * (CONTEXT - 1)..];
-        for (band, (lo, weights)) in frame.iter_mut().zip(MEL_BANK.iter()) {
-            *band = (weighted_sum(&self.power[*lo..], weights) + 1e-20).ln();
+        let live = a.live_segments;
+        let mut segments = [(0.0f32, 0.0f32); MELS + 1];
+        for (s, seg) in segments.iter_mut().enumerate().take(live) {
+            *seg = segment(&self.power, s);
+        }
+        frame.copy_from_slice(&a.quiet_bands);
+        for (m, band) in frame.iter_mut().enumerate().take(live) {
+            *band = band_log(segments[m], segments[m + 1]);
         }
         let mean_square = frame.iter().map(|x| x * x).sum::<f32>() / MELS as f32;
         let inverse_rms = mean_square.sqrt().recip();
@@ -325,22 +362,6 @@ impl VoiceModel {
             *x = n * *x * inverse_rms;
         }
     }
-}
-
-/// Σ p·w over `w`'s length, in four interleaved partial sums (so the additions need not wait on
-/// one another).
-fn weighted_sum(p: &[f32], w: &[f32]) -> f32 {
-    let p = &p[..w.len().min(p.len())];
-    let mut acc = [0.0f32; 4];
-    let mut pc = p.chunks_exact(4);
-    let mut wc = w.chunks_exact(4);
-    for (p4, w4) in (&mut pc).zip(&mut wc) {
-        for i in 0..4 {
-            acc[i] += p4[i] * w4[i];
-        }
-    }
-    let tail: f32 = pc.remainder().iter().zip(wc.remainder()).map(|(p, w)| p * w).sum();
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// The network: three frames of normalised log mel energies → a voice score, updating `state`.
@@ -364,17 +385,11 @@ fn predict(w: &Weights, features: &[f32; MELS * CONTEXT], state: &mut [i16; 128]
         let window = &row[2 * q..2 * q + 3];
         let high = window[0].max(window[1]).max(window[2]);
         let low = window[0].min(window[1]).min(window[2]);
-        for (c, v) in column.iter_mut().enumerate() {
-            // The pool of a monotone map is the map of the pool's max (or min, for a negative
-            // scale): the same value as scaling every element first.
-            let scaled = if w.w1[c] > 0.0 {
-                high * w.w1[c] + w.b1[c]
-            } else if w.w1[c] < 0.0 {
-                low * w.w1[c] + w.b1[c]
-            } else {
-                w.b1[c]
-            };
-            *v = scaled.max(0.0);
+        for ((v, scale), bias) in column.iter_mut().zip(&w.w1).zip(&w.b1) {
+            // The pool of a monotone map is the map of the pool's max (its min, for a negative
+            // scale; either, for zero): the same value as scaling every element first.
+            let pooled = if *scale > 0.0 { high } else { low };
+            *v = (pooled * scale + bias).max(0.0);
         }
     }
     // Layer 2: 18 → 9 per channel (3 wide, stride 2, padded by one), 16 × 16 pointwise, ReLU.
@@ -390,6 +405,8 @@ fn predict(w: &Weights, features: &[f32; MELS * CONTEXT], state: &mut [i16; 128]
     for (x, out) in l3.chunks_exact_mut(16).enumerate() {
         let mixed = pointwise(&depthwise(&l2, &w.k3, x), &w.w3);
         for (o, m) in out.iter_mut().zip(&mixed) {
+            // Ties go to even where earshot rounds them away from zero: a sum exactly halfway
+            // between two steps, which sums of trained weights all but never are.
             *o = round_to_i16(m * 32768.0);
         }
     }
@@ -424,10 +441,16 @@ fn pointwise(input: &[f32; 16], transposed: &[[f32; 16]; 16]) -> [f32; 16] {
 }
 
 /// Σ x·w in Q15 × Q9 = Q24, wrapping as earshot's release build does.
+/// Eight products at a time, summed in pairs into four lanes (`pmaddwd` on x86-64, through
+/// `wide`'s safe wrappers): integer sums, so the same result as one product at a time. The
+/// lengths here are all multiples of eight.
 fn dot(x: &[i16], w: &[i16]) -> i32 {
-    x.iter()
-        .zip(w)
-        .fold(0i32, |acc, (a, b)| acc.wrapping_add(i32::from(*a) * i32::from(*b)))
+    let eight = |s: &[i16]| i16x8::new(std::array::from_fn(|i| s[i]));
+    let mut lanes = i32x4::ZERO;
+    for (a, b) in x.chunks_exact(8).zip(w.chunks_exact(8)) {
+        lanes += eight(a).dot(eight(b));
+    }
+    lanes.reduce_add()
 }
 
 /// A minimal GRU layer: 128 dot products of the input (64 candidates, 64 gates), then each
