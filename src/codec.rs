@@ -33,6 +33,8 @@ const ROUNDER: f32 = 12_582_912.0;
 /// `x` rounded to the nearest integer (ties to even, as libopus's `float2int` and C's `lrintf`)
 /// and saturated to PCM16 (NaN gives −32768), in integer and float operations the compiler
 /// vectorises: no library call, no branch, no float-to-int conversion.
+// Not `clamp`: it passes NaN through, where `max` then `min` give a number.
+#[allow(clippy::manual_clamp)]
 pub fn round_to_i16(x: f32) -> i16 {
     let y = x.max(-32768.0).min(32767.0);
     ((y + ROUNDER).to_bits() as i32 - ROUNDER.to_bits() as i32) as i16
