@@ -93,7 +93,7 @@ ring = { capacity_ms = 5000, when_full = "block" }
 /// One reply: (say → first chunk at the outlet, first delta decoded → first chunk).
 async fn one_turn(
     pipeline: &Pipeline,
-    bus: &mut broadcast::Receiver<caly::engine::bus::BusEvent>,
+    bus: &mut broadcast::Receiver<std::sync::Arc<caly::engine::bus::BusEvent>>,
     sink: &mut SinkHandle,
 ) -> (Duration, Duration) {
     let start = Instant::now();

@@ -93,7 +93,7 @@ enum Wake<'a> {
     Signal(Option<Signal>),
     Ending(Outcome),
     Inbound(Option<Inbound<'a>>),
-    Bus(Option<BusEvent>),
+    Bus(Option<Arc<BusEvent>>),
     Sink(bool),
     Pace,
     Hangup,
@@ -111,7 +111,7 @@ struct State<'c> {
     call: Option<Live>,
     sink: Option<SinkHandle>,
     signals: Option<Signals>,
-    bus: Option<broadcast::Receiver<BusEvent>>,
+    bus: Option<broadcast::Receiver<Arc<BusEvent>>>,
     report: CallReport,
     ledger: Ledger,
     /// What is being recorded about the call, once it has started.
@@ -303,9 +303,9 @@ async fn ending(call: &mut Option<Live>) -> Outcome {
 }
 
 async fn next_bus(
-    bus: &mut Option<broadcast::Receiver<BusEvent>>,
+    bus: &mut Option<broadcast::Receiver<Arc<BusEvent>>>,
     lagged: &mut u64,
-) -> Option<BusEvent> {
+) -> Option<Arc<BusEvent>> {
     let Some(rx) = bus.as_mut() else {
         return std::future::pending().await;
     };

@@ -113,7 +113,8 @@ impl Outbound {
             boundaries: VecDeque::new(),
             last_push: None,
             play_end: None,
-            buf: vec![0; rules.max_aligned().max(chunk)],
+            // A chunk is never longer than `chunk`: a reply's tail is padded up to at most that.
+            buf: vec![0; chunk],
             mark: String::with_capacity(24),
             seq: 0,
             sent_total: 0,

@@ -192,8 +192,8 @@ pub async fn run(input: &Path, options: &ReplayOptions) -> Result<ReplayReport, 
     loop {
         match events_rx.try_recv() {
             Ok(e) => {
-                if let BusKind::Event(ev) = e.kind {
-                    events.push((e.stage, ev));
+                if let BusKind::Event(ev) = &e.kind {
+                    events.push((Arc::clone(&e.stage), ev.clone()));
                 }
             }
             Err(TryRecvError::Lagged(_)) => continue,

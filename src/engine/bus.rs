@@ -17,11 +17,13 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::engine::frame::{Event, TextChunk};
 
-/// Bus events a slow subscriber may fall behind by before it misses some. The slots (about
-/// 220 bytes each) are one allocation made with the call, big enough to be mapped rather than
-/// taken from the heap, so only the slots events have used are resident: measured, 512 slots
-/// cost more RSS per call than 1024 (`scripts/load.sh`, README "Performance").
-const BUS_CAPACITY: usize = 1024;
+/// Bus events a slow subscriber may fall behind by before it misses some. A few events arrive
+/// per caller turn (VAD decisions, transcript pieces, a ledger), so this is minutes of a call.
+/// Each slot holds a pointer to a shared event (about 40 bytes with tokio's bookkeeping), and
+/// every slot is written when the channel is made, so all of them are resident for the call's
+/// life: a slot holding the event itself (about 220 bytes) made this the largest part of a
+/// call (224 KiB at 1,024 slots; README "Performance").
+const BUS_CAPACITY: usize = 256;
 /// Signals the controller may leave unread. It reads them before anything else, a few per
 /// caller turn arrive, so reaching this means the controller has stalled: the excess is
 /// dropped and counted ([`Bus::signals_dropped`]), never waited on by a stage.
@@ -133,7 +135,7 @@ impl Signals {
 /// asked for them, signals.
 #[derive(Debug, Clone)]
 pub struct Bus {
-    tx: broadcast::Sender<BusEvent>,
+    tx: broadcast::Sender<Arc<BusEvent>>,
     signals: Option<mpsc::Sender<Signal>>,
     signals_dropped: Arc<AtomicU64>,
 }
@@ -168,7 +170,9 @@ impl Bus {
                 at: event.at,
             });
         }
-        let _ = self.tx.send(event);
+        // One allocation per event, shared by every subscriber (events come a few per turn,
+        // never per audio chunk).
+        let _ = self.tx.send(Arc::new(event));
     }
 
     /// Raises a signal for the controller, never waiting.
@@ -192,7 +196,7 @@ impl Bus {
     }
 
     /// Subscribes to events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusEvent>> {
         self.tx.subscribe()
     }
 }

@@ -5,6 +5,8 @@
 //! generator tell a turn's reply from a DTMF probe's. Caller audio in is ignored; PCM16 at
 //! `sample_rate` out. Adds no delay: a reply is emitted whole the moment its trigger arrives.
 
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
 use serde::Deserialize;
 
 use crate::engine::bus::BusKind;
@@ -54,8 +56,8 @@ pub struct ToneResponderSpec {
 /// Answers turns and keys with tones.
 pub struct ToneResponder {
     format: AudioFormat,
-    turn: Vec<i16>,
-    dtmf: Vec<i16>,
+    turn: Arc<[i16]>,
+    dtmf: Arc<[i16]>,
     produced: u64,
     replies: u64,
 }
@@ -103,17 +105,36 @@ impl StageKind for ToneResponder {
         let rate = spec.sample_rate;
         Ok(Runnable::Inline(Box::new(ToneResponder {
             format: AudioFormat::pcm16(rate),
-            turn: signal::sine(rate, spec.turn_hz, spec.turn_ms as f32 / 1000.0, 0.3),
-            dtmf: signal::sine(rate, spec.dtmf_hz, spec.dtmf_ms as f32 / 1000.0, 0.3),
+            turn: shared_tone(rate, spec.turn_hz, spec.turn_ms),
+            dtmf: shared_tone(rate, spec.dtmf_hz, spec.dtmf_ms),
             produced: 0,
             replies: 0,
         })))
     }
 }
 
+/// Distinct tones kept for sharing; past this, a call makes its own.
+const MAX_SHARED_TONES: usize = 32;
+
+/// A tone is the same for every call of a pipeline: it is made once per process and shared
+/// (a second of 24 kHz audio is 47 KiB, which each call used to hold a copy of).
+fn shared_tone(rate: u32, hz: f32, ms: u32) -> Arc<[i16]> {
+    static TONES: LazyLock<Mutex<Vec<((u32, u32, u32), Arc<[i16]>)>>> = LazyLock::new(Mutex::default);
+    let key = (rate, hz.to_bits(), ms);
+    let mut tones = TONES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, tone)) = tones.iter().find(|(k, _)| *k == key) {
+        return Arc::clone(tone);
+    }
+    let tone: Arc<[i16]> = signal::sine(rate, hz, ms as f32 / 1000.0, 0.3).into();
+    if tones.len() < MAX_SHARED_TONES {
+        tones.push((key, Arc::clone(&tone)));
+    }
+    tone
+}
+
 impl ToneResponder {
     fn reply(&mut self, dtmf: bool, out: &mut Output<'_>) -> Result<(), StageError> {
-        let tone = if dtmf { &self.dtmf } else { &self.turn };
+        let tone = Arc::clone(if dtmf { &self.dtmf } else { &self.turn });
         if tone.is_empty() {
             return Ok(());
         }
@@ -127,7 +148,7 @@ impl ToneResponder {
         }));
         out.push(Frame::Audio(AudioChunk {
             pts,
-            samples: tone,
+            samples: &tone,
         }))?;
         out.push(Frame::Event(&Event::ReplyEnded))
     }
@@ -163,5 +184,14 @@ mod tests {
         let chunks = h.audio_chunks(0);
         assert_eq!(chunks.iter().map(|(_, s)| s.len()).collect::<Vec<_>>(), [800, 320]);
         assert_eq!(h.events(), [Event::ReplyEnded, Event::ReplyEnded]);
+    }
+
+    #[test]
+    fn a_tone_is_made_once_and_shared() {
+        let a = shared_tone(8000, 431.0, 120);
+        let b = shared_tone(8000, 431.0, 120);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.len(), 960);
+        assert!(!Arc::ptr_eq(&a, &shared_tone(8000, 432.0, 120)));
     }
 }

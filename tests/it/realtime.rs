@@ -57,7 +57,7 @@ fn offer_tools(agents: &str) -> String {
 pub(crate) struct Call {
     pipeline: Pipeline,
     source: Option<SourceHandle>,
-    bus: broadcast::Receiver<BusEvent>,
+    bus: broadcast::Receiver<std::sync::Arc<BusEvent>>,
     audio_bytes: Arc<AtomicUsize>,
 }
 

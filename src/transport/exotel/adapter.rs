@@ -59,8 +59,6 @@ pub(crate) struct ExotelSocket<S> {
     stream_sid: String,
     /// Outbound JSON, reused.
     text: String,
-    /// Outbound base64, reused.
-    b64: String,
     /// Decoded caller audio, reused.
     payload: Vec<u8>,
     /// The last mark name echoed, reused.
@@ -74,7 +72,6 @@ impl<S> ExotelSocket<S> {
             socket,
             stream_sid: String::new(),
             text: String::new(),
-            b64: String::new(),
             payload: Vec::new(),
             mark: String::new(),
         }
@@ -215,7 +212,7 @@ where
     }
 
     async fn send_audio(&mut self, pcm: &[u8], mark: &str) -> Result<(), Gone> {
-        write_media(&mut self.text, &mut self.b64, &self.stream_sid, pcm);
+        write_media(&mut self.text, &self.stream_sid, pcm);
         self.send_text().await?;
         write_mark(&mut self.text, &self.stream_sid, mark);
         self.send_text().await

@@ -153,17 +153,28 @@ impl<'a> Inbound<'a> {
     }
 }
 
-/// Writes an outbound `media` message (bot audio for the caller) into `out`, reusing `b64` for
-/// the payload: `{"event":"media","stream_sid":…,"media":{"payload":…}}` (PROTOCOLS.md §1.5).
-pub fn write_media(out: &mut String, b64: &mut String, stream_sid: &str, pcm: &[u8]) {
-    b64.clear();
-    STANDARD.encode_string(pcm, b64);
+/// Writes an outbound `media` message (bot audio for the caller) into `out`, the payload encoded
+/// in place: `{"event":"media","stream_sid":…,"media":{"payload":…}}` (PROTOCOLS.md §1.5).
+/// `out` is reserved to the message's exact length, so a call's buffer is as big as its chunks
+/// need and no bigger.
+pub fn write_media(out: &mut String, stream_sid: &str, pcm: &[u8]) {
+    const HEAD: &str = r#"{"event":"media","stream_sid":"#;
+    const MIDDLE: &str = r#","media":{"payload":""#;
+    const TAIL: &str = r#""}}"#;
     out.clear();
-    out.push_str(r#"{"event":"media","stream_sid":"#);
+    // Base64 length, and the sid's worst case as a JSON string.
+    let needed = HEAD.len()
+        + stream_sid.len() * 6
+        + 2
+        + MIDDLE.len()
+        + pcm.len().div_ceil(3) * 4
+        + TAIL.len();
+    out.reserve_exact(needed);
+    out.push_str(HEAD);
     push_json_str(out, stream_sid);
-    out.push_str(r#","media":{"payload":""#);
-    out.push_str(b64);
-    out.push_str(r#""}}"#);
+    out.push_str(MIDDLE);
+    STANDARD.encode_string(pcm, out);
+    out.push_str(TAIL);
 }
 
 /// Writes an outbound `mark` message: Exotel echoes it once everything before it has played.
@@ -297,8 +308,8 @@ mod tests {
 
     #[test]
     fn outbound_messages_are_the_documented_json() {
-        let (mut out, mut b64) = (String::new(), String::new());
-        write_media(&mut out, &mut b64, "MZ1", &[0, 1, 0, 1]);
+        let mut out = String::new();
+        write_media(&mut out, "MZ1", &[0, 1, 0, 1]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             v,
