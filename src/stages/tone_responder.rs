@@ -119,7 +119,9 @@ const MAX_SHARED_TONES: usize = 32;
 /// A tone is the same for every call of a pipeline: it is made once per process and shared
 /// (a second of 24 kHz audio is 47 KiB, which each call used to hold a copy of).
 fn shared_tone(rate: u32, hz: f32, ms: u32) -> Arc<[i16]> {
-    static TONES: LazyLock<Mutex<Vec<((u32, u32, u32), Arc<[i16]>)>>> = LazyLock::new(Mutex::default);
+    /// (rate, pitch's bits, length in ms) and the tone.
+    type Tones = Vec<((u32, u32, u32), Arc<[i16]>)>;
+    static TONES: LazyLock<Mutex<Tones>> = LazyLock::new(Mutex::default);
     let key = (rate, hz.to_bits(), ms);
     let mut tones = TONES.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, tone)) = tones.iter().find(|(k, _)| *k == key) {
