@@ -170,8 +170,12 @@ impl Bus {
                 at: event.at,
             });
         }
-        // One allocation per event, shared by every subscriber (events come a few per turn,
-        // never per audio chunk).
+        // Nobody listening (a bench, the fused front half alone): nothing to allocate.
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        // One allocation per event, shared by every subscriber: events come a few per caller
+        // turn, never per audio chunk.
         let _ = self.tx.send(Arc::new(event));
     }
 

@@ -179,7 +179,7 @@ fn caly_pipeline_graph_prints_formats_rings_and_latency() {
             "{text}"
         );
         assert!(
-            text.contains("caller → decode → resample → vad → sink: +10.0 ms"),
+            text.contains("caller → decode → vad → resample → sink: +10.0 ms"),
             "{text}"
         );
     }
