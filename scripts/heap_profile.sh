@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What each part of a call holds on the heap: `caly serve` built with `--features dhat-heap`
 # (dhat counts every allocation), CALLS concurrent Realtime calls from `caly simulate` for
-# SECONDS (the model played by the simulator in the generator's process, as scripts/load.sh
-# does), then SIGTERM; dhat writes dhat-heap.json and scripts/dhat_summary.py groups the bytes
+# SECONDS (the model and the store played in the generator's process, the busy script, as
+# scripts/load.sh does), then SIGTERM; dhat writes dhat-heap.json and scripts/dhat_summary.py groups the bytes
 # live at the heap's peak by what allocated them, per call.
 # Usage: scripts/heap_profile.sh [CALLS] [SECONDS]   (LOAD_PIPELINE as for load.sh)
 set -euo pipefail
@@ -14,7 +14,10 @@ pipeline="${LOAD_PIPELINE:-pipelines/default.toml}"
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -q --features dhat-heap
 bin="${CARGO_TARGET_DIR:-target}/release/caly"
 dir="$(mktemp -d)"
+store_port="${LOAD_STORE_PORT:-18193}"
 OPENAI_REALTIME_URL="ws://127.0.0.1:$model_port/v1/realtime" OPENAI_API_KEY=sk-simulated \
+  SHOPIFY_API_URL="http://127.0.0.1:$store_port/admin/api/2026-07/graphql.json" \
+  SHOPIFY_ACCESS_TOKEN=shpat_demo_load \
   RUST_LOG=warn "$bin" serve --pipeline "$pipeline" --bind 127.0.0.1 --port "$port" \
   --max-calls 5000 --database-url "sqlite://$dir/caly.db" &
 server=$!
@@ -24,7 +27,8 @@ for _ in $(seq 200); do
   sleep 0.1
 done
 "$bin" simulate --url "ws://127.0.0.1:$port/v1/exotel/stream?sample-rate=8000" --calls "$calls" \
-  --duration "$seconds" --stagger 2 --no-probes --model-port "$model_port" >/dev/null
+  --duration "$seconds" --stagger 2 --no-probes --model-port "$model_port" \
+  --store-port "$store_port" --store-token shpat_demo_load --model-script busy >/dev/null
 kill -TERM "$server"; wait "$server" || true
 mv dhat-heap.json "$dir/"   # where dhat wrote it: the working directory
 python3 scripts/dhat_summary.py "$dir/dhat-heap.json" "$calls" --sites

@@ -13,13 +13,19 @@
 # process, on the generator's CPUs — and the server talks to it as it would to OpenAI
 # (OPENAI_REALTIME_URL, a dummy OPENAI_API_KEY). Without a store configured the agents answer
 # "the store is not connected"; the conversation has the same shape (tool call, answer).
-# LOAD_MODEL=builtin keeps the server's built-in simulator instead (its cost then counts as
-# the server's, as in the first measurements).
+# The generator also hosts the demo store (`caly simulate --store-port`; the server reaches it
+# through SHOPIFY_API_URL), so the model's tool calls are answered and a call is as busy as a
+# real one: the simulator's `busy` script, eight caller turns with five store lookups and no
+# goodbye, walked again for as long as the call lasts.
+# LOAD_STORE=none leaves the store out (the agents then answer "the store is not connected").
+# LOAD_MODEL=builtin keeps the server's built-in simulator (and demo store) instead: their cost
+# then counts as the server's, as in the first measurements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls="${1:-100}"; seconds="${2:-30}"; shift $(( $# >= 2 ? 2 : $# )) || true
 port="${LOAD_PORT:-18181}"
 model_port="${LOAD_MODEL_PORT:-18182}"
+store_port="${LOAD_STORE_PORT:-18183}"
 pipeline="${LOAD_PIPELINE:-pipelines/tone_bot.toml}"
 cargo build --release -q
 bin="${CARGO_TARGET_DIR:-target}/release/caly"
@@ -41,6 +47,12 @@ if grep -q 'kind = "realtime"' "$pipeline" && [ "${LOAD_MODEL:-external}" != bui
   model_env=(OPENAI_REALTIME_URL="ws://127.0.0.1:$model_port/v1/realtime" OPENAI_API_KEY=sk-simulated)
   model_flags=(--model-port "$model_port")
   echo "load: the model is the Realtime simulator in the load generator's process (:$model_port)" >&2
+  if [ "${LOAD_STORE:-demo}" != none ]; then
+    model_env+=(SHOPIFY_API_URL="http://127.0.0.1:$store_port/admin/api/2026-07/graphql.json"
+                SHOPIFY_ACCESS_TOKEN=shpat_demo_load)
+    model_flags+=(--store-port "$store_port" --store-token shpat_demo_load --model-script busy)
+    echo "load: the store is the demo store in the load generator's process (:$store_port)" >&2
+  fi
 fi
 
 dir="$(mktemp -d)"

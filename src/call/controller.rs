@@ -901,6 +901,7 @@ impl State<'_> {
             match frame {
                 Frame::Packet(p) => {
                     call.outbound.push(p.bytes, now);
+                    self.ledger.audio_queued();
                     self.reply_open = true;
                 }
                 Frame::Event(Event::ReplyEnded) => {
@@ -922,7 +923,11 @@ impl State<'_> {
             let Some(call) = self.call.as_mut() else {
                 return true;
             };
-            let Some(chunk) = call.outbound.next_chunk(Instant::now()) else {
+            let now = Instant::now();
+            if call.outbound.newest_reply_ready(now) {
+                self.ledger.ready(now);
+            }
+            let Some(chunk) = call.outbound.next_chunk(now) else {
                 return true;
             };
             if transport.send_audio(chunk.bytes, chunk.mark).await.is_err() {

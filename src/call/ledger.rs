@@ -15,6 +15,11 @@ pub(crate) struct Ledger {
     armed: bool,
     caller_stopped: Option<Instant>,
     model_audio: Option<Instant>,
+    /// Bot audio has reached the playout queue since the model's audio arrived.
+    queued: bool,
+    /// When the turn's first chunk was formed and could have gone, had no earlier reply still
+    /// been playing.
+    ready: Option<Instant>,
     sent: Option<(Instant, String)>,
 }
 
@@ -49,6 +54,24 @@ impl Ledger {
         }
     }
 
+    /// The reply's first chunk is formed at `at` and goes as soon as the pacer lets it: the
+    /// engine's share of the turn ends here. Whatever still plays before it (the tail of a
+    /// reply the caller answered over) is the conversation's order, not processing, and counts
+    /// in voice-to-voice only.
+    pub(crate) fn ready(&mut self, at: Instant) {
+        if self.queued && self.ready.is_none() && self.sent.is_none() {
+            self.ready = Some(at);
+        }
+    }
+
+    /// Bot audio reached the playout queue: once the model's audio has arrived, this is the
+    /// turn's (a chunk formed before it belongs to an earlier reply).
+    pub(crate) fn audio_queued(&mut self) {
+        if self.model_audio.is_some() {
+            self.queued = true;
+        }
+    }
+
     /// A chunk of bot audio went out at `at` under `mark`: the first one after the model's
     /// audio is the turn's.
     pub(crate) fn sent(&mut self, at: Instant, mark: &str) {
@@ -71,14 +94,17 @@ impl Ledger {
     pub(crate) fn close(&mut self, played: Option<Instant>) -> Option<TurnLatency> {
         let stopped = self.caller_stopped.take();
         let model = self.model_audio.take();
+        let ready = self.ready.take();
+        self.queued = false;
         let sent = self.sent.take();
         let (Some(stopped), Some(model), Some((sent, _))) = (stopped, model, sent) else {
             return None;
         };
+        let ready = ready.map_or(sent, |r| r.min(sent));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         Some(TurnLatency {
             model_ms: ms(model.saturating_duration_since(stopped)),
-            engine_ms: ms(sent.saturating_duration_since(model)),
+            engine_ms: ms(ready.saturating_duration_since(model)),
             voice_to_voice_sent_ms: ms(sent.saturating_duration_since(stopped)),
             voice_to_voice_played_ms: played.map(|p| ms(p.saturating_duration_since(stopped))),
         })
@@ -132,6 +158,30 @@ mod tests {
         let turn = l.close(None).expect("sent counts");
         assert_eq!(turn.model_ms, 400.0);
         assert_eq!(turn.voice_to_voice_played_ms, None);
+    }
+
+    #[test]
+    fn time_held_behind_an_earlier_reply_is_not_the_engine_s() {
+        let t0 = Instant::now();
+        let mut l = Ledger::new();
+        l.speech_started();
+        l.speech_stopped(at(t0, 0));
+        l.model_audio(at(t0, 500));
+        // A chunk of the earlier reply is formed before the turn's audio is queued: not it.
+        l.ready(at(t0, 500));
+        l.audio_queued();
+        l.ready(at(t0, 501));
+        // The tail of the reply the caller answered over plays until 700.
+        l.sent(at(t0, 700), "caly-9");
+        let turn = l.close(None).expect("sent");
+        assert_eq!(turn.engine_ms, 1.0);
+        assert_eq!(turn.voice_to_voice_sent_ms, 700.0);
+        // Without a ready point, the engine's share runs to the chunk sent.
+        l.speech_started();
+        l.speech_stopped(at(t0, 1000));
+        l.model_audio(at(t0, 1400));
+        l.sent(at(t0, 1403), "caly-10");
+        assert_eq!(l.close(None).map(|t| t.engine_ms), Some(3.0));
     }
 
     #[test]

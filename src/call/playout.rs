@@ -211,6 +211,25 @@ impl Outbound {
         }
     }
 
+    /// Whether the newest reply's next chunk is formed (a full chunk of it is queued, or its
+    /// tail may go): it goes out as soon as the pacer lets it, which may be later if an earlier
+    /// reply is still playing at the far end.
+    pub fn newest_reply_ready(&self, now: Instant) -> bool {
+        let end = self.queue.len();
+        // The newest reply runs from the boundary before it (or the queue's front) to the end.
+        let closed = self.boundaries.back() == Some(&end);
+        let before = if closed {
+            self.boundaries.iter().rev().nth(1)
+        } else {
+            self.boundaries.back()
+        };
+        let newest = end - before.copied().unwrap_or(0);
+        let idle = self
+            .last_push
+            .is_none_or(|t| now.saturating_duration_since(t) >= IDLE_FLUSH);
+        newest >= self.chunk || (newest > 0 && (closed || idle))
+    }
+
     /// When the pacer lets a chunk of `bytes` go: after sending it, at most `lead` may be
     /// queued at Exotel.
     fn send_allowed_at(&self, bytes: usize, now: Instant) -> Instant {
@@ -481,6 +500,31 @@ mod tests {
         assert_eq!(o.heard(t0 + ms(900)), ms(400), "never more than was sent");
         assert!(!o.on_mark("somebody-else", t0));
         assert!(!o.on_mark("caly-99", t0), "a mark we never sent");
+    }
+
+    #[test]
+    fn the_newest_reply_is_ready_once_its_first_chunk_is_formed_whatever_plays_before_it() {
+        let t0 = Instant::now();
+        let mut o = Outbound::new(RULES, 8000, Duration::from_secs(60));
+        assert!(!o.newest_reply_ready(t0), "nothing queued");
+        // A first reply, 1.2 s, ends; most of it is still queued behind the pacer.
+        o.push(&vec![0u8; 19_200], t0);
+        o.reply_ended();
+        drain(&mut o, t0);
+        assert!(o.queued() > Duration::ZERO);
+        // The next reply's first 100 ms: not a chunk yet (3,200 bytes at 8 kHz).
+        o.push(&vec![0u8; 1600], t0 + ms(5));
+        assert!(!o.newest_reply_ready(t0 + ms(5)));
+        // Its next 100 ms: a chunk, ready though the pacer holds it behind the first reply.
+        o.push(&vec![0u8; 1600], t0 + ms(6));
+        assert!(o.newest_reply_ready(t0 + ms(6)));
+        assert!(o.next_chunk(t0 + ms(6)).is_none(), "the pacer holds it");
+        // A short reply that has ended is ready as its padded tail.
+        let mut o = Outbound::new(RULES, 8000, Duration::from_secs(60));
+        o.push(&vec![0u8; 800], t0);
+        assert!(!o.newest_reply_ready(t0));
+        o.reply_ended();
+        assert!(o.newest_reply_ready(t0));
     }
 
     #[test]

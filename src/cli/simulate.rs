@@ -59,6 +59,20 @@ pub(crate) struct SimulateArgs {
     /// the server's CPU and memory are its own.
     #[arg(long)]
     model_port: Option<u16>,
+    /// Also play the store: host the demo store (seeded orders #1001–#1006) on
+    /// 127.0.0.1:PORT for the run, in this process (point the server at it with
+    /// `SHOPIFY_API_URL=http://127.0.0.1:PORT/admin/api/VERSION/graphql.json`, any VERSION, and
+    /// `SHOPIFY_ACCESS_TOKEN` = `--store-token`), so a simulated model's tool calls are answered
+    /// as with a real shop and the conversation is as busy.
+    #[arg(long)]
+    store_port: Option<u16>,
+    /// The hosted model's script: `order` (an order-status call that ends with a goodbye) or
+    /// `busy` (eight turns, five of them store lookups, no goodbye: as busy as a real call).
+    #[arg(long, default_value = "order", value_parser = ["order", "busy"])]
+    model_script: String,
+    /// The hosted demo store's access token.
+    #[arg(long, default_value = "shpat_demo_load")]
+    store_token: String,
 }
 
 /// Runs the calls and prints the report; fails if a call failed.
@@ -66,7 +80,12 @@ pub(crate) async fn run(args: SimulateArgs) -> ExitCode {
     // Held for the run: dropped (and stopped) when it returns.
     let _model = match args.model_port {
         Some(port) => {
+            let script = match args.model_script.as_str() {
+                "busy" => caly::devtools::realtime_sim::busy_script(),
+                _ => caly::devtools::realtime_sim::hinglish_script(),
+            };
             let config = caly::devtools::realtime_sim::SimulatorConfig {
+                script,
                 log_capacity: 0,
                 ..Default::default()
             };
@@ -80,6 +99,26 @@ pub(crate) async fn run(args: SimulateArgs) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: cannot host the Realtime simulator on port {port}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    let _store = match args.store_port {
+        Some(port) => {
+            match caly::devtools::demo_store::DemoStore::start_on(port, args.store_token.clone())
+                .await
+            {
+                Ok(store) => {
+                    eprintln!(
+                        "note: the DEMO STORE answers the server's Shopify calls at {}",
+                        store.url()
+                    );
+                    Some(store)
+                }
+                Err(e) => {
+                    eprintln!("error: cannot host the demo store on port {port}: {e}");
                     return ExitCode::FAILURE;
                 }
             }

@@ -242,9 +242,15 @@ impl DemoStore {
     /// Starts the demo store on 127.0.0.1 (a free port) with the seeded catalogue and a fresh
     /// access token.
     pub async fn start() -> std::io::Result<DemoStore> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let token = format!("shpat_demo_{}", uuid::Uuid::new_v4().simple());
+        DemoStore::start_on(0, token).await
+    }
+
+    /// Starts it on 127.0.0.1:`port` (0: a free one) with `token` as its access token: the
+    /// load generator hosts one there for the server it loads (`caly simulate --store-port`).
+    pub async fn start_on(port: u16, token: String) -> std::io::Result<DemoStore> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
         let demo = Arc::new(Demo {
             token: token.clone(),
             catalogue: Mutex::new(Catalogue::seeded()),

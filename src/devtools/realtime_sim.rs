@@ -81,6 +81,60 @@ pub fn hinglish_script() -> Vec<ScriptTurn> {
     ]
 }
 
+/// A busy call for load tests: eight caller turns, five of them looking an order or a refund up
+/// on the store (read-only tools: a load run never changes an order), and no goodbye, so a
+/// session walks it again from the top for as long as the call lasts: a reply to every turn,
+/// several turns a call, as a real support call has.
+pub fn busy_script() -> Vec<ScriptTurn> {
+    let turn = |user: &str, bot: &str, tool: Option<(&str, &str)>| ScriptTurn {
+        user: user.into(),
+        bot: bot.into(),
+        bot_ms: 1200,
+        tool: tool.map(|(name, order)| (name.into(), json!({"order_number": order}))),
+        more_tools: Vec::new(),
+    };
+    let status = crate::vocab::AgentName::OrderStatus.name();
+    let refund = crate::vocab::AgentName::RefundStatus.name();
+    vec![
+        turn(
+            "hello, mera order kahan hai",
+            "Namaste! Aapka order number bata dijiye.",
+            None,
+        ),
+        turn(
+            "order number 1 0 0 1",
+            "Ek minute, main dekh rahi hoon.",
+            Some((status, "1001")),
+        ),
+        turn(
+            "aur mera doosra order, 1 0 0 3?",
+            "Ek minute.",
+            Some((status, "1003")),
+        ),
+        turn(
+            "order 1 0 0 6 ka refund kab aayega",
+            "Main refund dekh rahi hoon.",
+            Some((refund, "1006")),
+        ),
+        turn(
+            "delivery kab tak hogi",
+            "Aapka order do din mein pahunch jayega.",
+            None,
+        ),
+        turn(
+            "achha, aur 1 0 0 2 ka status?",
+            "Ek minute.",
+            Some((status, "1002")),
+        ),
+        turn("achha, ek sawaal aur hai", "Haan ji, boliye.", None),
+        turn(
+            "1 0 0 5 ka refund bhi dekh lijiye",
+            "Main dekh rahi hoon.",
+            Some((refund, "1005")),
+        ),
+    ]
+}
+
 /// What the simulator says for one tool answer: its `message` (an agent's outcome sentence),
 /// else its facts as words ("status shipped, eta kal"), else the text itself if it is not JSON.
 pub fn spoken_answer(output: &str) -> String {
@@ -313,6 +367,8 @@ struct Conn {
     /// The script's next turn: each session (each call) walks the script from its start, so
     /// concurrent calls each hold a whole conversation.
     turn: usize,
+    /// The last append's audio, decoded (reused).
+    heard: Vec<u8>,
 }
 
 fn error_event(code: &str, message: &str) -> Value {
@@ -387,6 +443,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>, id: usize) {
         tool_outputs: Vec::new(),
         parallel_tools: false,
         turn: 0,
+        heard: Vec::new(),
     };
     let cap = shared.config.session_cap;
     let expires = tokio::time::Instant::now() + cap.unwrap_or(Duration::from_secs(365 * 24 * 3600));
@@ -450,11 +507,11 @@ impl Conn {
 
     /// Handles one client message; `false` ends the connection.
     async fn on_client(&mut self, ws: &mut Ws, text: &str) -> bool {
-        let raw: Value = serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()));
+        let raw = || serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()));
         let event = match serde_json::from_str::<ClientEvent>(text) {
             Ok(e) => e,
             Err(e) => {
-                self.log(raw, false);
+                self.log(raw(), false);
                 return send(
                     ws,
                     &error_event("invalid_value", &format!("not a GA client event: {e}")),
@@ -462,11 +519,12 @@ impl Conn {
                 .await;
             }
         };
-        // Audio appends are logged without their payload, to keep the log small.
+        // Audio appends (fifty a second per call) are logged without their payload, and are
+        // not parsed a second time for it.
         let logged = if matches!(event, ClientEvent::InputAudioBufferAppend { .. }) {
             json!({"type": "input_audio_buffer.append"})
         } else {
-            raw
+            raw()
         };
         self.log(logged, true);
         match event {
@@ -509,10 +567,15 @@ impl Conn {
                 send(ws, &json!({"type": "session.updated", "session": echo})).await
             }
             ClientEvent::InputAudioBufferAppend { audio } => {
-                let Ok(bytes) = STANDARD.decode(audio.as_bytes()) else {
+                let mut bytes = std::mem::take(&mut self.heard);
+                bytes.clear();
+                if STANDARD.decode_vec(audio.as_bytes(), &mut bytes).is_err() {
+                    self.heard = bytes;
                     return send(ws, &error_event("invalid_value", "audio is not base64")).await;
-                };
-                self.hear(ws, &bytes).await
+                }
+                let alive = self.hear(ws, &bytes).await;
+                self.heard = bytes;
+                alive
             }
             ClientEvent::ConversationItemCreate { item } => {
                 match &item {
@@ -558,20 +621,26 @@ impl Conn {
 
     /// Server-side turn detection on caller audio, 20 ms at a time.
     async fn hear(&mut self, ws: &mut Ws, bytes: &[u8]) -> bool {
-        let pcm: Vec<i16> = if self.input_pcmu {
-            bytes.iter().map(|b| ULAW_TO_LINEAR[*b as usize]).collect()
+        let (rate, width): (usize, usize) = if self.input_pcmu {
+            (8000, 1)
         } else {
-            bytes
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect()
+            (24000, 2)
         };
-        let rate: usize = if self.input_pcmu { 8000 } else { 24000 };
-        for frame in pcm.chunks(rate / 50) {
-            let rms = (frame.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
-                / frame.len().max(1) as f64)
-                .sqrt();
-            let ms = (frame.len() * 1000 / rate) as u32;
+        for frame in bytes.chunks(rate / 50 * width) {
+            let samples = frame.len() / width;
+            let energy: f64 = if self.input_pcmu {
+                frame
+                    .iter()
+                    .map(|b| f64::from(ULAW_TO_LINEAR[*b as usize]).powi(2))
+                    .sum()
+            } else {
+                frame
+                    .chunks_exact(2)
+                    .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])).powi(2))
+                    .sum()
+            };
+            let rms = (energy / samples.max(1) as f64).sqrt();
+            let ms = (samples * 1000 / rate) as u32;
             self.heard_ms += u64::from(ms);
             if rms > self.shared.config.speech_rms {
                 self.voiced_ms += ms;

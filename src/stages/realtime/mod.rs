@@ -930,11 +930,22 @@ async fn serve(
                         let _ = frame.map(|f| f.code == CloseCode::Normal);
                         return Ok(SessionEnd::Reconnect("socket closed by the server".into()));
                     }
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(end) = on_server(config, &mut socket, io, state, text.as_str()).await? {
-                            return Ok(end);
+                    Some(Ok(Message::Text(text))) => match take_audio(config, io, state, text.as_str()) {
+                        Incoming::Audio => {
+                            // Done with the message before waiting for room downstream: it
+                            // shares the socket's read buffer, which grew (to 64 KiB a call)
+                            // whenever a delta was held across that wait.
+                            drop(text);
+                            let chunk = AudioChunk { pts: state.started.elapsed(), samples: &state.pcm };
+                            io.output.push(PORT_AUDIO, Frame::Audio(chunk)).await?;
                         }
-                    }
+                        Incoming::Skip => {}
+                        Incoming::Other => {
+                            if let Some(end) = on_server(config, &mut socket, io, state, text.as_str()).await? {
+                                return Ok(end);
+                            }
+                        }
+                    },
                     Some(Ok(_)) => {}
                 }
             }
@@ -1088,6 +1099,50 @@ async fn request_response(
     send(config, socket, &ClientEvent::ResponseCreate { response }).await
 }
 
+/// An event from the model, as the audio path sorts it without waiting on anything.
+enum Incoming {
+    /// An audio delta, decoded into `State::pcm`, to pass on.
+    Audio,
+    /// Nothing to do (unparsable, cancelled, bad base64).
+    Skip,
+    /// Any other event: [`on_server`].
+    Other,
+}
+
+/// The hot path (most of what the model sends is audio): an audio delta decoded into the
+/// state's PCM buffer and accounted for, synchronously, so the message can be dropped before
+/// the audio waits for room downstream.
+fn take_audio(config: &Config, io: &TaskIo, state: &mut State, text: &str) -> Incoming {
+    let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
+        tracing::warn!("Skipping a Realtime message that is not an event.");
+        return Incoming::Skip;
+    };
+    if peek.kind != "response.output_audio.delta" {
+        return Incoming::Other;
+    }
+    let Ok(delta) = serde_json::from_str::<AudioDelta<'_>>(text) else {
+        return Incoming::Skip;
+    };
+    if state.cancelled.iter().any(|c| *c == delta.response_id) {
+        return Incoming::Skip;
+    }
+    if decode_audio(&delta.delta, config.output_pcmu, &mut state.scratch, &mut state.pcm).is_err() {
+        tracing::warn!("Skipping an audio delta that is not base64.");
+        return Incoming::Skip;
+    }
+    let ms = state.pcm.len() as u64 * 1000 / u64::from(config.output_rate);
+    match &mut state.item {
+        Some((id, received)) if *id == delta.item_id => *received += ms,
+        _ => state.item = Some((delta.item_id.to_string(), ms)),
+    }
+    if state.first_audio_of.as_deref() != Some(delta.response_id.as_ref()) {
+        state.first_audio_of = Some(delta.response_id.to_string());
+        io.ctx.publish(BusKind::Event(Event::ReplyAudioStarted { id: delta.response_id.to_string() }));
+    }
+    Incoming::Audio
+}
+
+/// Every event but audio deltas ([`take_audio`]).
 async fn on_server(
     config: &Config,
     socket: &mut Socket,
@@ -1096,33 +1151,8 @@ async fn on_server(
     text: &str,
 ) -> Result<Option<SessionEnd>, StageError> {
     let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
-        tracing::warn!("Skipping a Realtime message that is not an event.");
         return Ok(None);
     };
-    if peek.kind == "response.output_audio.delta" {
-        let Ok(delta) = serde_json::from_str::<AudioDelta<'_>>(text) else {
-            return Ok(None);
-        };
-        if state.cancelled.iter().any(|c| *c == delta.response_id) {
-            return Ok(None);
-        }
-        if decode_audio(&delta.delta, config.output_pcmu, &mut state.scratch, &mut state.pcm).is_err() {
-            tracing::warn!("Skipping an audio delta that is not base64.");
-            return Ok(None);
-        }
-        let ms = state.pcm.len() as u64 * 1000 / u64::from(config.output_rate);
-        match &mut state.item {
-            Some((id, received)) if *id == delta.item_id => *received += ms,
-            _ => state.item = Some((delta.item_id.to_string(), ms)),
-        }
-        if state.first_audio_of.as_deref() != Some(delta.response_id.as_ref()) {
-            state.first_audio_of = Some(delta.response_id.to_string());
-            io.ctx.publish(BusKind::Event(Event::ReplyAudioStarted { id: delta.response_id.to_string() }));
-        }
-        let chunk = AudioChunk { pts: state.started.elapsed(), samples: &state.pcm };
-        io.output.push(PORT_AUDIO, Frame::Audio(chunk)).await?;
-        return Ok(None);
-    }
     let event = match serde_json::from_str::<ServerEvent>(text) {
         Ok(e) => e,
         Err(e) => {
