@@ -366,7 +366,7 @@ impl Metrics {
         let turn_engine_seconds = Histogram::new(ENGINE_BUCKETS.iter().copied());
         registry.register(
             "turn_engine_seconds",
-            "Per turn: first bot audio from the model to its first chunk written to Exotel",
+            "Per turn: first bot audio from the model to its first chunk written to Exotel (or ready, held only behind an earlier reply still playing)",
             turn_engine_seconds.clone(),
         );
         let turn_model_seconds = Histogram::new(TURN_BUCKETS.iter().copied());

@@ -75,7 +75,8 @@ pub struct TurnLatency {
     /// Caller stopped speaking (first of Caly's VAD and the model's) → first bot audio from the
     /// model: the model's time, network included.
     pub model_ms: f64,
-    /// First bot audio from the model → its first chunk written to Exotel: Caly's own share.
+    /// First bot audio from the model → its first chunk written to Exotel (or formed and held
+    /// only until an earlier reply's tail has played): Caly's own share.
     pub engine_ms: f64,
     /// Caller stopped speaking → first bot audio written to Exotel.
     pub voice_to_voice_sent_ms: f64,
