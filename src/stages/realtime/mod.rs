@@ -611,6 +611,8 @@ struct State {
     caller_turns: u64,
     turn_of: VecDeque<(String, u64)>,
     scratch: Vec<u8>,
+    /// Caller audio going out in the next append (reused).
+    outgoing: Vec<u8>,
     pcm: Vec<i16>,
     b64: String,
 }
@@ -638,6 +640,7 @@ impl State {
             caller_turns: 0,
             turn_of: VecDeque::new(),
             scratch: Vec::new(),
+            outgoing: Vec::new(),
             pcm: Vec::new(),
             b64: String::new(),
         }
@@ -809,9 +812,9 @@ async fn connect(config: &Config) -> Result<Socket, ConnectError> {
             .map_err(|_| ConnectError::Fatal("API key is not a valid header".into()))?;
         request.headers_mut().insert("authorization", value);
     }
-    // The model's events are a few KiB (100 ms of 24 kHz audio is 6.4 KiB of base64): a
-    // 16 KiB read buffer, not tungstenite's 128 KiB per call (bigger events grow it as needed).
-    let ws = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+    // The model's events are a few KiB (100 ms of 24 kHz audio is 6.4 KiB of base64): an
+    // 8 KiB read buffer, not tungstenite's 128 KiB per call (bigger events grow it as needed).
+    let ws = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(ws), true, None);
     match tokio::time::timeout(config.connect_timeout, connecting).await {
@@ -956,13 +959,28 @@ async fn serve(
                         return Ok(SessionEnd::InputEnded);
                     }
                     Some((_, frame)) => {
-                        let Some(bytes) = encode_input(config, frame, &mut state.scratch).map(<[u8]>::to_vec) else {
-                            continue;
-                        };
-                        if let Err(e) = append(config, &mut socket, state, &bytes).await {
+                        let mut bytes = std::mem::take(&mut state.outgoing);
+                        bytes.clear();
+                        if let Some(audio) = encode_input(config, frame, &mut state.scratch) {
+                            bytes.extend_from_slice(audio);
+                        }
+                        // Audio already waiting goes in the same append, up to 100 ms: an
+                        // Exotel message of 100 ms reaches this stage as five 20 ms chunks at
+                        // once, and one send instead of five adds no wait.
+                        let most = if config.input_pcmu { 800 } else { 4800 };
+                        while bytes.len() < most {
+                            let Some((_, frame)) = io.input.try_next() else { break };
+                            if let Some(audio) = encode_input(config, frame, &mut state.scratch) {
+                                bytes.extend_from_slice(audio);
+                            }
+                        }
+                        let sent = if bytes.is_empty() { Ok(()) } else { append(config, &mut socket, state, &bytes).await };
+                        if let Err(e) = sent {
                             state.buffer_gap(&bytes, config.gap_bytes);
+                            state.outgoing = bytes;
                             return Ok(write_failed(&mut socket, e).await);
                         }
+                        state.outgoing = bytes;
                     }
                 }
             }

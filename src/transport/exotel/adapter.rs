@@ -169,6 +169,15 @@ where
             _ => Err(Gone),
         }
     }
+
+    /// Queues the text without flushing: the next [`Self::send_text`] writes both.
+    async fn queue_text(&mut self) -> Result<(), Gone> {
+        let message = Message::Text(self.text.as_str().into());
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.feed(message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Gone),
+        }
+    }
 }
 
 impl<S> Transport for ExotelSocket<S>
@@ -212,8 +221,9 @@ where
     }
 
     async fn send_audio(&mut self, pcm: &[u8], mark: &str) -> Result<(), Gone> {
+        // The media is queued and goes out with its mark: one write to the socket for both.
         write_media(&mut self.text, &self.stream_sid, pcm);
-        self.send_text().await?;
+        self.queue_text().await?;
         write_mark(&mut self.text, &self.stream_sid, mark);
         self.send_text().await
     }
