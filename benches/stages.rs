@@ -62,7 +62,7 @@ fn resample(c: &mut Criterion) {
 }
 
 fn vad(c: &mut Criterion) {
-    for rate in [8000, 16000, 24000] {
+    for rate in [8000, 16000, 24000, 48000] {
         bench(
             c,
             "vad",
