@@ -107,10 +107,8 @@ fn barge_in(c: &mut Criterion) {
                         at: start.into_std(),
                     });
                     let signal = signals.try_recv().unwrap();
-                    if matches!(
-                        signal.kind,
-                        SignalKind::Event(Event::SpeechConfirmed { .. })
-                    ) && out.is_playing(start)
+                    if matches!(&signal.kind, SignalKind::Event(e) if matches!(**e, Event::SpeechConfirmed { .. }))
+                        && out.is_playing(start)
                     {
                         let heard = out.heard(start);
                         write_clear(&mut text, "MZbench");

@@ -515,90 +515,91 @@ impl State<'_> {
     ) -> Option<CallEnd> {
         let at = Instant::from_std(signal.at);
         match signal.kind {
-            SignalKind::Event(Event::SpeechConfirmed { .. }) => {
-                if self.barge_in(at, transport).await {
-                    self.talk.barged_in();
+            SignalKind::Event(event) => match *event {
+                Event::SpeechConfirmed { .. } => {
+                    let cut_off = self.barge_in(at, transport).await;
+                    if cut_off {
+                        self.talk.barged_in();
+                    }
                 }
-            }
-            SignalKind::Event(Event::SpeechStarted { .. } | Event::ModelSpeechStarted) => {
-                self.ledger.speech_started();
-                self.caller_talking = true;
-                let now = Instant::now();
-                let bot_left = self
-                    .call
-                    .as_ref()
-                    .filter(|c| c.outbound.is_playing(now))
-                    .map(|c| c.outbound.playing_until(now).saturating_duration_since(now));
-                self.talk.caller_started(bot_left);
-            }
-            SignalKind::Event(
-                ref stopped @ (Event::SpeechStopped { .. } | Event::ModelSpeechStopped),
-            ) => {
-                self.caller_talking = false;
-                if let Some(turn) = self.ledger.speech_stopped(at) {
-                    self.turn(turn);
+                Event::SpeechStarted { .. } | Event::ModelSpeechStarted => {
+                    self.ledger.speech_started();
+                    self.caller_talking = true;
+                    let now = Instant::now();
+                    let bot_left = self
+                        .call
+                        .as_ref()
+                        .filter(|c| c.outbound.is_playing(now))
+                        .map(|c| c.outbound.playing_until(now).saturating_duration_since(now));
+                    self.talk.caller_started(bot_left);
                 }
-                // The model's turn detection commits the caller's turn.
-                if *stopped == Event::ModelSpeechStopped {
-                    self.caller_turn_ended();
+                ref stopped @ (Event::SpeechStopped { .. } | Event::ModelSpeechStopped) => {
+                    self.caller_talking = false;
+                    if let Some(turn) = self.ledger.speech_stopped(at) {
+                        self.turn(turn);
+                    }
+                    // The model's turn detection commits the caller's turn.
+                    if *stopped == Event::ModelSpeechStopped {
+                        self.caller_turn_ended();
+                    }
                 }
-            }
-            SignalKind::Event(Event::ToolCall { ref name, .. }) => {
-                self.talk.tool_called(Instant::now());
-                self.tool_running = true;
-                self.event("tool_call", name.clone());
-            }
-            SignalKind::Event(Event::ResponseStarted { .. }) => {
-                self.talk.response_started();
-                self.tool_running = false;
-                self.response_active = true;
-                if let Some(h) = self.hangup.as_mut() {
-                    h.reply_seen = true;
+                Event::ToolCall { ref name, .. } => {
+                    self.talk.tool_called(Instant::now());
+                    self.tool_running = true;
+                    self.event("tool_call", name.clone());
                 }
-            }
-            SignalKind::Event(Event::ResponseDone { model, usage, .. }) => {
-                self.response_active = false;
-                self.count_usage(&model, &usage);
-            }
-            SignalKind::Event(Event::IntentDetected {
-                intent: crate::vocab::Intent::Goodbye,
-                confidence,
-                accepted: true,
-                is_final: true,
-                ..
-            }) if self.talk.spec().hang_up_on_goodbye => {
-                if let Some(live) = self.live.as_mut() {
-                    live.intent(crate::vocab::Intent::Goodbye.name(), confidence);
+                Event::ResponseStarted { .. } => {
+                    self.talk.response_started();
+                    self.tool_running = false;
+                    self.response_active = true;
+                    if let Some(h) = self.hangup.as_mut() {
+                        h.reply_seen = true;
+                    }
                 }
-                self.hang_up(
-                    CallEnd::CompletedByBot,
-                    "the caller said goodbye".into(),
-                    true,
-                    &signal.stage,
-                );
-            }
-            SignalKind::Event(Event::ReplyAudioStarted { .. }) => {
-                self.talk.model_spoke();
-                self.ledger.model_audio(at);
-            }
-            SignalKind::Event(Event::IntentDetected {
-                intent,
-                confidence,
-                is_final: true,
-                ..
-            }) => {
-                if let Some(live) = self.live.as_mut() {
-                    live.intent(intent.name(), confidence);
+                Event::ResponseDone { model, usage, .. } => {
+                    self.response_active = false;
+                    self.count_usage(&model, &usage);
                 }
-            }
-            SignalKind::Event(Event::ModelReconnected { .. }) => {
-                self.config.metrics.realtime_reconnects.inc();
-            }
-            SignalKind::Event(Event::ModelError { fatal, .. }) => {
-                let kind = if fatal { "fatal" } else { "recoverable" };
-                Metrics::count(&self.config.metrics.realtime_errors, "kind", kind);
-            }
-            SignalKind::Event(_) => {}
+                Event::IntentDetected {
+                    intent: crate::vocab::Intent::Goodbye,
+                    confidence,
+                    accepted: true,
+                    is_final: true,
+                    ..
+                } if self.talk.spec().hang_up_on_goodbye => {
+                    if let Some(live) = self.live.as_mut() {
+                        live.intent(crate::vocab::Intent::Goodbye.name(), confidence);
+                    }
+                    self.hang_up(
+                        CallEnd::CompletedByBot,
+                        "the caller said goodbye".into(),
+                        true,
+                        &signal.stage,
+                    );
+                }
+                Event::ReplyAudioStarted { .. } => {
+                    self.talk.model_spoke();
+                    self.ledger.model_audio(at);
+                }
+                Event::IntentDetected {
+                    intent,
+                    confidence,
+                    is_final: true,
+                    ..
+                } => {
+                    if let Some(live) = self.live.as_mut() {
+                        live.intent(intent.name(), confidence);
+                    }
+                }
+                Event::ModelReconnected { .. } => {
+                    self.config.metrics.realtime_reconnects.inc();
+                }
+                Event::ModelError { fatal, .. } => {
+                    let kind = if fatal { "fatal" } else { "recoverable" };
+                    Metrics::count(&self.config.metrics.realtime_errors, "kind", kind);
+                }
+                _ => {}
+            },
             SignalKind::Hangup { reason } => {
                 self.hang_up(CallEnd::CompletedByBot, reason, false, &signal.stage);
             }

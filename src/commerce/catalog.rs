@@ -27,7 +27,7 @@ impl Entry {
         ToolSpec {
             name: self.agent.name(),
             description: self.description,
-            parameters: (self.parameters)(),
+            parameters: std::sync::Arc::new((self.parameters)()),
         }
     }
 }

@@ -194,7 +194,10 @@ pub fn ring<S: Copy + Default + Send + 'static>(
         marks: mark_cons,
         shared,
         read_pos: 0,
-        buf: vec![S::default(); config.capacity.clamp(1, MAX_READ_CHUNK)],
+        // Grown to the largest read the call needs (most reads are one chunk, far below the
+        // ring's capacity): a reader does not hold a second copy of its whole ring.
+        buf: Vec::new(),
+        max_read: config.capacity.clamp(1, MAX_READ_CHUNK),
         current: None,
         framed: config.framed,
     };
@@ -564,7 +567,10 @@ pub struct RingReader<S> {
     marks: HeapCons<Marked>,
     shared: Arc<Shared>,
     read_pos: u64,
+    /// Where a read is copied to; grown on demand up to `max_read`.
     buf: Vec<S>,
+    /// The most units one read hands out.
+    max_read: usize,
     current: Option<Mark>,
     framed: bool,
 }
@@ -619,18 +625,18 @@ impl<S: Copy + Default + Send + 'static> RingReader<S> {
                 if self.framed {
                     // One whole packet, or nothing until it has fully arrived.
                     if occupied >= until_mark {
-                        Next::Data(until_mark.min(self.buf.len()))
+                        Next::Data(until_mark.min(self.max_read))
                     } else {
                         Next::Empty
                     }
                 } else if occupied > 0 {
-                    Next::Data(occupied.min(until_mark).min(self.buf.len()))
+                    Next::Data(occupied.min(until_mark).min(self.max_read))
                 } else {
                     Next::Empty
                 }
             }
             None if occupied > 0 && (!self.framed || closed) => {
-                Next::Data(occupied.min(self.buf.len()))
+                Next::Data(occupied.min(self.max_read))
             }
             None if closed && occupied == 0 => Next::Finished,
             None => Next::Empty,
@@ -685,6 +691,12 @@ impl<S: Copy + Default + Send + 'static> RingReader<S> {
                 }
                 Next::Data(n) => {
                     let cons = self.data.as_mut()?;
+                    if self.buf.len() < n {
+                        // Doubling (so a call's reads settle after a few) up to the limit.
+                        let len = n.max(self.buf.len() * 2).min(self.max_read);
+                        self.buf.reserve_exact(len - self.buf.len());
+                        self.buf.resize(len, S::default());
+                    }
                     let got = cons.pop_slice(&mut self.buf[..n]);
                     let pos = self.read_pos;
                     self.read_pos += got as u64;
@@ -743,6 +755,31 @@ mod tests {
 
     fn ramp(from: i16, n: usize) -> Vec<i16> {
         (0..n as i16).map(|i| from + i).collect()
+    }
+
+    #[test]
+    fn a_reader_s_copy_buffer_grows_with_its_reads_not_with_the_ring() {
+        // 1 s at 24 kHz, read 20 ms at a time: the reader holds one chunk, not a second ring.
+        let (mut w, mut r) = ring::<i16>(cfg(24_000, WhenFull::Block), "t".into());
+        let mut got = Vec::new();
+        for k in 0..20 {
+            w.push_data(&ramp(k * 480, 480));
+            got.extend(drain_all(&mut r));
+        }
+        assert_eq!(got, ramp(0, 20 * 480));
+        assert_eq!(r.buf.capacity(), 480);
+        // A burst is read whole (up to the most one read hands out), the buffer grown for it.
+        let burst: Vec<i16> = (0..20_000).map(|i| (i % 1000) as i16).collect();
+        w.push_data(&burst);
+        let Some(Item::Data { data, .. }) = r.try_next() else {
+            panic!("the burst is there to read")
+        };
+        assert_eq!(data, &burst[..MAX_READ_CHUNK]);
+        assert_eq!(r.buf.capacity(), MAX_READ_CHUNK);
+        let mut rest = drain_all(&mut r);
+        rest.splice(0..0, burst[..MAX_READ_CHUNK].iter().copied());
+        assert_eq!(rest, burst);
+        assert_eq!(r.buf.capacity(), MAX_READ_CHUNK);
     }
 
     #[test]

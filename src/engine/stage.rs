@@ -159,8 +159,8 @@ pub struct ToolSpec {
     pub name: &'static str,
     /// What it does, for the model.
     pub description: &'static str,
-    /// JSON Schema of its arguments.
-    pub parameters: serde_json::Value,
+    /// JSON Schema of its arguments (shared: every call declares the same one).
+    pub parameters: Arc<serde_json::Value>,
 }
 
 /// What a stage is built with: its id, the formats negotiated on its edges, and the outside

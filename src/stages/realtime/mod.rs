@@ -476,7 +476,7 @@ impl StageKind for Realtime {
                 kind: "function".into(),
                 name: t.name.into(),
                 description: t.description.into(),
-                parameters: t.parameters.clone(),
+                parameters: Arc::clone(&t.parameters),
             })
             .collect();
         let session = Session {

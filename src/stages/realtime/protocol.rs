@@ -10,6 +10,8 @@
 //! shows up in tests. Server events are read leniently: unknown fields are ignored and unknown
 //! event types are skipped. Audio deltas, the only hot path, are read with a borrowed payload.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -263,8 +265,8 @@ pub struct Tool {
     pub name: String,
     /// What it does, for the model.
     pub description: String,
-    /// JSON Schema of its arguments.
-    pub parameters: Value,
+    /// JSON Schema of its arguments, shared with the graph (the same for every call).
+    pub parameters: Arc<Value>,
 }
 
 /// A conversation item the client creates.
