@@ -535,6 +535,16 @@ struct Parts {
     ring_stats: Vec<(Arc<str>, RingObserver, Format)>,
 }
 
+/// A stage's output ports with no spare room: they live as long as the call, and a writer is
+/// a few hundred bytes (a `Vec` grown by pushing keeps room for four).
+fn exact(mut ports: Vec<Vec<EdgeWriter>>) -> Vec<Vec<EdgeWriter>> {
+    for port in &mut ports {
+        port.shrink_to_fit();
+    }
+    ports.shrink_to_fit();
+    ports
+}
+
 fn observer(w: &EdgeWriter) -> RingObserver {
     // Counters live in the ring's shared state; keep a reader of them without either end.
     let counts = match w {
@@ -659,7 +669,7 @@ impl Parts {
                 let io = TaskIo {
                     input: inlet,
                     output: TaskOutput {
-                        ports: std::mem::take(&mut task_routes[n]),
+                        ports: exact(std::mem::take(&mut task_routes[n])),
                     },
                     control: ControlRx(rx),
                     ctx: ctxs[n].clone(),
@@ -794,5 +804,30 @@ impl FusedChain {
             .iter()
             .map(|n| (Arc::clone(&n.ctx.id), n.ctx.stats.snapshot()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ring::{RingConfig, WhenFull};
+
+    #[test]
+    fn a_stage_s_output_ports_keep_no_spare_room() {
+        let config = RingConfig {
+            capacity: 160,
+            frame_capacity: 8,
+            when_full: WhenFull::Block,
+            framed: false,
+        };
+        let format = Format::Audio(crate::engine::format::AudioFormat::pcm16(8000));
+        let mut ports: Vec<Vec<EdgeWriter>> = (0..3).map(|_| Vec::new()).collect();
+        ports[0].push(edge_ring(config, format, "a".into()).0);
+        ports[2].push(edge_ring(config, format, "b".into()).0);
+        ports[2].push(edge_ring(config, format, "c".into()).0);
+        let ports = exact(ports);
+        assert_eq!(ports.iter().map(Vec::len).collect::<Vec<_>>(), [1, 0, 2]);
+        assert!(ports.iter().all(|p| p.capacity() == p.len()));
+        assert_eq!(ports.capacity(), 3);
     }
 }
