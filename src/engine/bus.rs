@@ -99,8 +99,8 @@ pub struct Signal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalKind {
     /// A stream event that steers the call ([`Event::steers`]): published on the telemetry
-    /// lane too. Boxed: a signal is then a fifth of an event's size, and the lane's queue
-    /// blocks (32 slots each, kept for the call) with it.
+    /// lane too. Boxed: the lane's queue keeps blocks of 32 signals for the whole call, and
+    /// an event held inline made each slot 200 bytes.
     Event(Box<Event>),
     /// A stage asks for the call to end once what is queued for the caller has played.
     Hangup {

@@ -535,8 +535,8 @@ struct Parts {
     ring_stats: Vec<(Arc<str>, RingObserver, Format)>,
 }
 
-/// A stage's output ports with no spare room: they live as long as the call, and a writer is
-/// a few hundred bytes (a `Vec` grown by pushing keeps room for four).
+/// A stage's output ports with no spare room: they live as long as the call, and a `Vec` grown
+/// by pushing keeps room for four writers where a port usually has one.
 fn exact(mut ports: Vec<Vec<EdgeWriter>>) -> Vec<Vec<EdgeWriter>> {
     for port in &mut ports {
         port.shrink_to_fit();
