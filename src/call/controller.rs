@@ -925,7 +925,7 @@ impl State<'_> {
                 return true;
             };
             let now = Instant::now();
-            if call.outbound.newest_reply_ready(now) {
+            if self.ledger.awaits_ready() && call.outbound.newest_reply_ready(now) {
                 self.ledger.ready(now);
             }
             let Some(chunk) = call.outbound.next_chunk(now) else {

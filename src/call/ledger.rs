@@ -59,9 +59,15 @@ impl Ledger {
     /// reply the caller answered over) is the conversation's order, not processing, and counts
     /// in voice-to-voice only.
     pub(crate) fn ready(&mut self, at: Instant) {
-        if self.queued && self.ready.is_none() && self.sent.is_none() {
+        if self.awaits_ready() {
             self.ready = Some(at);
         }
+    }
+
+    /// The turn's audio is queued and neither formed into a chunk nor sent yet: the only time
+    /// [`Self::ready`] has anything to record (the pacer need not be asked otherwise).
+    pub(crate) fn awaits_ready(&self) -> bool {
+        self.queued && self.ready.is_none() && self.sent.is_none()
     }
 
     /// Bot audio reached the playout queue: once the model's audio has arrived, this is the
@@ -168,9 +174,12 @@ mod tests {
         l.speech_stopped(at(t0, 0));
         l.model_audio(at(t0, 500));
         // A chunk of the earlier reply is formed before the turn's audio is queued: not it.
+        assert!(!l.awaits_ready());
         l.ready(at(t0, 500));
         l.audio_queued();
+        assert!(l.awaits_ready());
         l.ready(at(t0, 501));
+        assert!(!l.awaits_ready(), "the first ready point stands");
         // The tail of the reply the caller answered over plays until 700.
         l.sent(at(t0, 700), "caly-9");
         let turn = l.close(None).expect("sent");

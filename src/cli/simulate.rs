@@ -68,11 +68,20 @@ pub(crate) struct SimulateArgs {
     store_port: Option<u16>,
     /// The hosted model's script: `order` (an order-status call that ends with a goodbye) or
     /// `busy` (eight turns, five of them store lookups, no goodbye: as busy as a real call).
-    #[arg(long, default_value = "order", value_parser = ["order", "busy"])]
-    model_script: String,
+    #[arg(long, value_enum, default_value_t = ModelScript::Order)]
+    model_script: ModelScript,
     /// The hosted demo store's access token.
     #[arg(long, default_value = "shpat_demo_load")]
     store_token: String,
+}
+
+/// The scripts `--model-port` can play.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ModelScript {
+    /// An order-status call that ends with a goodbye.
+    Order,
+    /// Eight turns, five store lookups, no goodbye.
+    Busy,
 }
 
 /// Runs the calls and prints the report; fails if a call failed.
@@ -80,9 +89,9 @@ pub(crate) async fn run(args: SimulateArgs) -> ExitCode {
     // Held for the run: dropped (and stopped) when it returns.
     let _model = match args.model_port {
         Some(port) => {
-            let script = match args.model_script.as_str() {
-                "busy" => caly::devtools::realtime_sim::busy_script(),
-                _ => caly::devtools::realtime_sim::hinglish_script(),
+            let script = match args.model_script {
+                ModelScript::Busy => caly::devtools::realtime_sim::busy_script(),
+                ModelScript::Order => caly::devtools::realtime_sim::hinglish_script(),
             };
             let config = caly::devtools::realtime_sim::SimulatorConfig {
                 script,

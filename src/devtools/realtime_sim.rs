@@ -49,15 +49,19 @@ pub struct ScriptTurn {
     pub more_tools: Vec<(String, Value)>,
 }
 
-/// The default script: a Hinglish order-status call.
-pub fn hinglish_script() -> Vec<ScriptTurn> {
-    let turn = |user: &str, bot: &str, tool: Option<(&str, Value)>| ScriptTurn {
+/// A scripted turn of 1.2 s of bot audio, calling at most one tool.
+fn turn(user: &str, bot: &str, tool: Option<(&str, Value)>) -> ScriptTurn {
+    ScriptTurn {
         user: user.into(),
         bot: bot.into(),
         bot_ms: 1200,
-        tool: tool.map(|(n, a)| (n.into(), a)),
+        tool: tool.map(|(name, args)| (name.into(), args)),
         more_tools: Vec::new(),
-    };
+    }
+}
+
+/// The default script: a Hinglish order-status call.
+pub fn hinglish_script() -> Vec<ScriptTurn> {
     vec![
         turn(
             "hello, mera order kahan hai",
@@ -86,15 +90,14 @@ pub fn hinglish_script() -> Vec<ScriptTurn> {
 /// session walks it again from the top for as long as the call lasts: a reply to every turn,
 /// several turns a call, as a real support call has.
 pub fn busy_script() -> Vec<ScriptTurn> {
-    let turn = |user: &str, bot: &str, tool: Option<(&str, &str)>| ScriptTurn {
-        user: user.into(),
-        bot: bot.into(),
-        bot_ms: 1200,
-        tool: tool.map(|(name, order)| (name.into(), json!({"order_number": order}))),
-        more_tools: Vec::new(),
+    let status = |order: &str| {
+        let args = json!({"order_number": order});
+        Some((crate::vocab::AgentName::OrderStatus.name(), args))
     };
-    let status = crate::vocab::AgentName::OrderStatus.name();
-    let refund = crate::vocab::AgentName::RefundStatus.name();
+    let refund = |order: &str| {
+        let args = json!({"order_number": order});
+        Some((crate::vocab::AgentName::RefundStatus.name(), args))
+    };
     vec![
         turn(
             "hello, mera order kahan hai",
@@ -104,17 +107,17 @@ pub fn busy_script() -> Vec<ScriptTurn> {
         turn(
             "order number 1 0 0 1",
             "Ek minute, main dekh rahi hoon.",
-            Some((status, "1001")),
+            status("1001"),
         ),
         turn(
             "aur mera doosra order, 1 0 0 3?",
             "Ek minute.",
-            Some((status, "1003")),
+            status("1003"),
         ),
         turn(
             "order 1 0 0 6 ka refund kab aayega",
             "Main refund dekh rahi hoon.",
-            Some((refund, "1006")),
+            refund("1006"),
         ),
         turn(
             "delivery kab tak hogi",
@@ -124,13 +127,13 @@ pub fn busy_script() -> Vec<ScriptTurn> {
         turn(
             "achha, aur 1 0 0 2 ka status?",
             "Ek minute.",
-            Some((status, "1002")),
+            status("1002"),
         ),
         turn("achha, ek sawaal aur hai", "Haan ji, boliye.", None),
         turn(
             "1 0 0 5 ka refund bhi dekh lijiye",
             "Main dekh rahi hoon.",
-            Some((refund, "1005")),
+            refund("1005"),
         ),
     ]
 }
@@ -900,6 +903,25 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busy_script_looks_orders_up_eight_turns_long_and_never_says_goodbye() {
+        let script = busy_script();
+        assert_eq!(script.len(), 8);
+        let tools: Vec<&(String, Value)> = script.iter().filter_map(|t| t.tool.as_ref()).collect();
+        assert_eq!(tools.len(), 5);
+        for (name, args) in tools {
+            let agent = crate::vocab::AgentName::from_name(name)
+                .unwrap_or_else(|| panic!("{name} is an agent"));
+            // A load run reads the store; it never changes an order.
+            assert!(
+                !crate::commerce::catalog::entry(agent).destructive,
+                "{name}"
+            );
+            assert!(args["order_number"].is_string(), "{args}");
+        }
+        assert!(script.iter().all(|t| !t.user.contains("bye")));
+    }
 
     #[test]
     fn a_tool_answer_is_spoken_as_its_sentence_or_its_facts_never_as_json() {

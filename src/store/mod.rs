@@ -95,27 +95,28 @@ pub const SQLITE_THREAD_NICE: i32 = 10;
 /// keep the default); found by their name, as sqlx names them.
 fn lower_sqlite_threads() {
     #[cfg(target_os = "linux")]
-    {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return;
-        };
-        for task in tasks.flatten() {
-            let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("sqlx-sqlite") {
-                let _ = rustix::process::setpriority_process(
-                    rustix::process::Pid::from_raw(tid),
-                    SQLITE_THREAD_NICE,
-                );
-            }
-        }
+    for tid in sqlite_threads() {
+        let _ = rustix::process::setpriority_process(
+            rustix::process::Pid::from_raw(tid),
+            SQLITE_THREAD_NICE,
+        );
     }
+}
+
+/// This process's SQLite worker threads (their thread ids), by the name sqlx gives them.
+#[cfg(target_os = "linux")]
+fn sqlite_threads() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.starts_with("sqlx-sqlite"))
+        })
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 impl Store {
@@ -436,23 +437,15 @@ mod tests {
         let held: Vec<_> = futures::future::join_all((0..3).map(|_| store.pool.acquire())).await;
         let niceness =
             |tid: i32| rustix::process::getpriority_process(rustix::process::Pid::from_raw(tid));
-        let mut workers = 0;
-        for task in std::fs::read_dir("/proc/self/task")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .flatten()
-        {
-            let tid: i32 = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_default();
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("sqlx-sqlite") {
-                workers += 1;
-                assert_eq!(niceness(tid).ok(), Some(SQLITE_THREAD_NICE), "{comm}");
-            }
+        let workers = sqlite_threads();
+        for tid in &workers {
+            assert_eq!(
+                niceness(*tid).ok(),
+                Some(SQLITE_THREAD_NICE),
+                "thread {tid}"
+            );
         }
-        assert!(workers >= 3, "{workers} worker threads");
+        assert!(workers.len() >= 3, "{} worker threads", workers.len());
         assert_eq!(
             niceness(rustix::process::getpid().as_raw_nonzero().get()).ok(),
             Some(0)

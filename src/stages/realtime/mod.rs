@@ -521,8 +521,7 @@ impl StageKind for Realtime {
             let sep = if base.contains('?') { '&' } else { '?' };
             format!("{base}{sep}model={}", spec.model)
         };
-        // 1 byte per sample μ-law at 8 kHz; 2 bytes at 24 kHz.
-        let gap_bytes = if input_pcmu { 8 } else { 48 } * spec.gap_buffer_ms as usize;
+        let gap_bytes = input_bytes_per_ms(input_pcmu) * spec.gap_buffer_ms as usize;
         Ok(Runnable::Task(Box::new(Realtime {
             config: Arc::new(Config {
                 model_name: Arc::from(spec.model.as_str()),
@@ -943,8 +942,8 @@ async fn serve(
                             io.output.push(PORT_AUDIO, Frame::Audio(chunk)).await?;
                         }
                         Incoming::Skip => {}
-                        Incoming::Other => {
-                            if let Some(end) = on_server(config, &mut socket, io, state, text.as_str()).await? {
+                        Incoming::Other(kind) => {
+                            if let Some(end) = on_server(config, &mut socket, io, state, text.as_str(), &kind).await? {
                                 return Ok(end);
                             }
                         }
@@ -967,7 +966,7 @@ async fn serve(
                         // Audio already waiting goes in the same append, up to 100 ms: an
                         // Exotel message of 100 ms reaches this stage as five 20 ms chunks at
                         // once, and one send instead of five adds no wait.
-                        let most = if config.input_pcmu { 800 } else { 4800 };
+                        let most = 100 * input_bytes_per_ms(config.input_pcmu);
                         while bytes.len() < most {
                             let Some((_, frame)) = io.input.try_next() else { break };
                             if let Some(audio) = encode_input(config, frame, &mut state.scratch) {
@@ -1117,26 +1116,32 @@ async fn request_response(
     send(config, socket, &ClientEvent::ResponseCreate { response }).await
 }
 
+/// Bytes of caller audio per millisecond on the model's socket: μ-law at 8 kHz is a byte a
+/// sample, pcm16 at 24 kHz two.
+fn input_bytes_per_ms(pcmu: bool) -> usize {
+    if pcmu { 8 } else { 48 }
+}
+
 /// An event from the model, as the audio path sorts it without waiting on anything.
-enum Incoming {
+enum Incoming<'a> {
     /// An audio delta, decoded into `State::pcm`, to pass on.
     Audio,
     /// Nothing to do (unparsable, cancelled, bad base64).
     Skip,
-    /// Any other event: [`on_server`].
-    Other,
+    /// Any other event, of this type: [`on_server`].
+    Other(std::borrow::Cow<'a, str>),
 }
 
 /// The hot path (most of what the model sends is audio): an audio delta decoded into the
 /// state's PCM buffer and accounted for, synchronously, so the message can be dropped before
 /// the audio waits for room downstream.
-fn take_audio(config: &Config, io: &TaskIo, state: &mut State, text: &str) -> Incoming {
+fn take_audio<'a>(config: &Config, io: &TaskIo, state: &mut State, text: &'a str) -> Incoming<'a> {
     let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
         tracing::warn!("Skipping a Realtime message that is not an event.");
         return Incoming::Skip;
     };
     if peek.kind != "response.output_audio.delta" {
-        return Incoming::Other;
+        return Incoming::Other(peek.kind);
     }
     let Ok(delta) = serde_json::from_str::<AudioDelta<'_>>(text) else {
         return Incoming::Skip;
@@ -1160,21 +1165,19 @@ fn take_audio(config: &Config, io: &TaskIo, state: &mut State, text: &str) -> In
     Incoming::Audio
 }
 
-/// Every event but audio deltas ([`take_audio`]).
+/// Every event but audio deltas ([`take_audio`], which read its `kind`).
 async fn on_server(
     config: &Config,
     socket: &mut Socket,
     io: &mut TaskIo,
     state: &mut State,
     text: &str,
+    kind: &str,
 ) -> Result<Option<SessionEnd>, StageError> {
-    let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
-        return Ok(None);
-    };
     let event = match serde_json::from_str::<ServerEvent>(text) {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!(kind = %peek.kind, error = %e, "Skipping a malformed Realtime event.");
+            tracing::warn!(kind = %kind, error = %e, "Skipping a malformed Realtime event.");
             return Ok(None);
         }
     };
@@ -1261,8 +1264,8 @@ async fn on_server(
             }
         }
         ServerEvent::Other => {
-            if state.unknown_logged.len() < 64 && state.unknown_logged.insert(peek.kind.to_string()) {
-                tracing::debug!(kind = %peek.kind, "Skipping a Realtime event Caly does not use.");
+            if state.unknown_logged.len() < 64 && state.unknown_logged.insert(kind.to_string()) {
+                tracing::debug!(kind = %kind, "Skipping a Realtime event Caly does not use.");
             }
         }
     }

@@ -163,17 +163,22 @@ where
     S: Sink<Message, Error = axum::Error> + Unpin + Send,
 {
     async fn send_text(&mut self) -> Result<(), Gone> {
-        let message = Message::Text(self.text.as_str().into());
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Gone),
-        }
+        self.write_text(true).await
     }
 
-    /// Queues the text without flushing: the next [`Self::send_text`] writes both.
-    async fn queue_text(&mut self) -> Result<(), Gone> {
+    /// Writes the text; without `flush` it waits in the socket for the next flushed write, and
+    /// both go in one.
+    async fn write_text(&mut self, flush: bool) -> Result<(), Gone> {
         let message = Message::Text(self.text.as_str().into());
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.feed(message)).await {
+        let socket = &mut self.socket;
+        let write = async move {
+            if flush {
+                socket.send(message).await
+            } else {
+                socket.feed(message).await
+            }
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Gone),
         }
@@ -223,7 +228,7 @@ where
     async fn send_audio(&mut self, pcm: &[u8], mark: &str) -> Result<(), Gone> {
         // The media is queued and goes out with its mark: one write to the socket for both.
         write_media(&mut self.text, &self.stream_sid, pcm);
-        self.queue_text().await?;
+        self.write_text(false).await?;
         write_mark(&mut self.text, &self.stream_sid, mark);
         self.send_text().await
     }
